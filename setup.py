@@ -1,0 +1,46 @@
+"""camjax: camera-controlled video diffusion in JAX/Flax."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax>=0.10",
+    "flax>=0.12",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "tensorflow-datasets",
+    "importlib_resources",  # tfds.data_source without TensorFlow needs it (STACK.md)
+    "einops",
+    "ml-collections",
+    "chex",
+    "mediapy",
+    "imageio-ffmpeg<0.8",  # 0.8 bundles ffmpeg 9, which mediapy's read_video cannot drive
+    "numpy",
+    "matplotlib",
+    "tqdm",
+    "absl-py",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest", "pytest-xdist", "chex"],
+    # Reference implementations used only by parity tests.
+    "parity": [
+        "torch==2.13.0",
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "evo",
+    ],
+    "curate": ["pycolmap", "opencv-python-headless"],
+}
+
+setuptools.setup(
+    name="camjax",
+    version="0.1.0",
+    description="Camera-controlled video diffusion in JAX/Flax (CameraCtrl II, RealCam-I2V, Track2View, MotionFlow).",
+    packages=setuptools.find_packages(include=["camjax", "camjax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
