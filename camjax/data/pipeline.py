@@ -1,0 +1,174 @@
+"""The Grain input pipeline: shuffle, repeat, shard by process, sample a window with a random stride, resize +
+centre-crop with the intrinsics updated, relative poses, labeled:unlabeled mixing, batching.
+
+    it = iter(make_pipeline(source, num_frames=17, height=64, width=64, batch_size=8, seed=0))
+    batch = next(it)             # {"frames": uint8 [B, T, H, W, 3], "K": [B, T, 3, 3], "w2c": [B, T, 4, 4], ...}
+    state = it.get_state()       # save with the train state; it.set_state(state) resumes bit-exactly
+
+A source is any random-access sequence of `ClipRecord`s: `shards.ShardSource` (TFDS ArrayRecord shards),
+`synthetic.SyntheticSource` (rendered on the fly) or a plain list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Sequence
+
+import grain
+import jax
+import numpy as np
+from PIL import Image
+
+from camjax.data.records import ClipRecord, RecordError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SkipStats:
+  """Records skipped by this process's pipeline (with `on_error="skip"`), by clip id."""
+
+  skipped: list[str] = dataclasses.field(default_factory=list)
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int, resample=Image.BILINEAR) -> np.ndarray:
+  """Resizes `[T, H, W, C]` frames (uint8 or float32 single-channel stacks) to `height x width` with PIL."""
+  if frames.shape[1:3] == (height, width):
+    return frames
+  out = []
+  for f in frames:
+    if f.ndim == 3 and f.shape[-1] == 1 or f.ndim == 2:
+      img = Image.fromarray(np.asarray(f.reshape(f.shape[:2]), np.float32), mode="F")
+      out.append(np.asarray(img.resize((width, height), resample)).reshape((height, width) + f.shape[2:]))
+    else:
+      out.append(np.asarray(Image.fromarray(f).resize((width, height), resample)))
+  return np.stack(out).astype(frames.dtype)
+
+
+def resize_center_crop_window(record: ClipRecord, indices: np.ndarray, height: int, width: int,
+                              with_depth: bool = False) -> dict[str, Any]:
+  """Frames `indices` of a record, resized to cover `height x width` (aspect kept) and centre-cropped, with the
+  intrinsics moved by exactly the same integer crop."""
+  scale = max(height / record.height, width / record.width)
+  rh, rw = max(height, round(record.height * scale)), max(width, round(record.width * scale))
+  top, left = (rh - height) // 2, (rw - width) // 2
+  cams = record.cameras.take(indices).resize(rh, rw).crop(top, left, height, width)
+  out = {"K": cams.K, "w2c": cams.w2c}
+  if record.frames is not None:
+    out["frames"] = resize_frames(record.frames[indices], rh, rw)[:, top:top + height, left:left + width]
+  if with_depth:
+    if record.depth is None:
+      raise RecordError(record.clip_id, "the pipeline asks for depth but the record has none")
+    depth = resize_frames(record.depth[indices].astype(np.float32), rh, rw, resample=Image.NEAREST)
+    out["depth"] = depth[:, top:top + height, left:left + width]
+  return out
+
+
+class Window(grain.transforms.RandomMap):
+  """Validates a record and samples a training window (module-level class so Grain workers can pickle it)."""
+
+  def __init__(self, num_frames: int, height: int, width: int, stride: tuple[int, int] = (1, 1),
+               reference: str = "first", with_depth: bool = False, on_error: str = "skip"):
+    if on_error not in ("skip", "raise"):
+      raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+    if reference not in ("first", "none"):
+      raise ValueError(f"reference must be 'first' or 'none', got {reference!r}")
+    self.num_frames, self.height, self.width = num_frames, height, width
+    self.stride, self.reference, self.with_depth, self.on_error = tuple(stride), reference, with_depth, on_error
+    self.stats = SkipStats()
+
+  def random_map(self, record: ClipRecord, rng: np.random.Generator):
+    try:
+      return self._window(record, rng)
+    except RecordError as e:
+      if self.on_error == "raise":
+        raise
+      log.warning("skipping corrupt record: %s", e)
+      self.stats.skipped.append(e.clip_id)
+      return None
+
+  def _window(self, record: ClipRecord, rng: np.random.Generator) -> dict[str, Any]:
+    if not isinstance(record, ClipRecord):
+      raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
+    record.validate()
+    T = record.num_frames
+    lo, hi = self.stride
+    max_stride = min(hi, (T - 1) // max(self.num_frames - 1, 1)) if self.num_frames > 1 else hi
+    if max_stride < lo:
+      raise RecordError(record.clip_id, f"{T} frames cannot give a window of {self.num_frames} at stride >= {lo}")
+    stride = int(rng.integers(lo, max_stride + 1))
+    span = (self.num_frames - 1) * stride + 1
+    start = int(rng.integers(0, T - span + 1))
+    indices = start + stride * np.arange(self.num_frames)
+    out = resize_center_crop_window(record, indices, self.height, self.width, self.with_depth)
+    w2c = out["w2c"]
+    if not record.has_camera:
+      w2c = np.broadcast_to(np.eye(4), w2c.shape)
+    elif self.reference == "first":
+      w2c = w2c @ np.linalg.inv(w2c[0])[None]
+    out.update(w2c=np.asarray(w2c, np.float32), K=np.asarray(out["K"], np.float32),
+               has_camera=np.bool_(record.has_camera), caption=np.str_(record.caption),
+               clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride))
+    return out
+
+
+class StripCamera(grain.transforms.Map):
+  """Marks an element unlabeled (CameraCtrl II joint training): `has_camera = False`, identity poses."""
+
+  def map(self, element):
+    if element is None:
+      return None
+    return {**element, "has_camera": np.bool_(False), "w2c": np.broadcast_to(np.eye(4, dtype=np.float32),
+                                                                              element["w2c"].shape).copy()}
+
+
+def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int, width: int, batch_size: int,
+                  seed: int = 0, stride: tuple[int, int] = (1, 1), reference: str = "first",
+                  unlabeled_source: Sequence[ClipRecord] | None = None, unlabeled_ratio: tuple[int, int] = (4, 1),
+                  shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
+                  drop_remainder: bool = True, worker_count: int = 0) -> grain.IterDataset:
+  """Builds the training input pipeline.
+
+  Args:
+    source: labeled clips (records with `has_camera=False` pass through as unlabeled).
+    num_frames: T of every window; height, width: output frame size (resize to cover, then centre crop).
+    batch_size: per-process batch size.
+    seed: shuffling and window-sampling seed.
+    stride: inclusive range of the random temporal stride (capped per clip so the window fits).
+    reference: "first" (poses relative to the window's first frame) or "none" (as stored).
+    unlabeled_source: clips without cameras, mixed in at `unlabeled_ratio` = (labeled, unlabeled) weights
+      (CameraCtrl II: 4:1); their cameras are stripped (`has_camera=False`).
+    shuffle: shuffle globally each epoch.
+    num_epochs: None repeats forever.
+    process_index, process_count: shard by process (default: `jax.process_index()` / `jax.process_count()`).
+    with_depth: include resized metric depth `[B, T, H, W]` (nearest).
+    on_error: "skip" (log + count in `pipeline_stats`) or "raise" a `RecordError` for corrupt records.
+    drop_remainder: drop a last partial batch.
+    worker_count: Grain worker processes (0 = in-process).
+
+  Returns:
+    A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
+  """
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  window = Window(num_frames, height, width, stride, reference, with_depth, on_error)
+
+  def prepare(src, salt: int) -> grain.MapDataset:
+    ds = grain.MapDataset.source(src).seed(seed + salt)
+    if shuffle:
+      ds = ds.shuffle()
+    ds = ds.repeat(num_epochs)
+    ds = ds[process_index::process_count]
+    return ds.random_map(window)
+
+  ds = prepare(source, 0)
+  if unlabeled_source is not None:
+    ds = grain.MapDataset.mix([ds, prepare(unlabeled_source, 1).map(StripCamera())], weights=list(unlabeled_ratio))
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  it_ds = it_ds.batch(batch_size, drop_remainder=drop_remainder)
+  if worker_count > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  it_ds.pipeline_stats = window.stats
+  return it_ds
