@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "mediapy",
     "imageio-ffmpeg<0.8",  # 0.8 bundles ffmpeg 9, which mediapy's read_video cannot drive
     "numpy",
+    "pillow",
     "matplotlib",
     "tqdm",
     "absl-py",

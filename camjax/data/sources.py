@@ -1,0 +1,156 @@
+"""Real-data ingest: RealEstate10K, NeRF `transforms.json` and COLMAP folders -> camjax clip records -> shards.
+
+    python -m camjax.data.sources re10k --root ../shared/data/re10k_clips --out DIR
+    python -m camjax.data.sources nerf --transforms fox/transforms.json --out DIR --size 480 270
+    python -m camjax.data.sources colmap --sparse sparse/0 --images images --out DIR
+
+RealEstate10K layouts: `pose_files/<id>.txt` + `videos/<id>.mp4` (as in ../shared/data/re10k_clips), `<id>.txt`
+beside `<id>.mp4`, or `<id>.txt` beside a folder `<id>/` of frames (the standard download layout: one image per
+timestamp, sorted by name). Videos are decoded with mediapy (ffmpeg from imageio-ffmpeg). Pose files without frames
+are reported and skipped; a frame/camera count mismatch raises `RecordError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from camjax import geometry as g
+from camjax.data.pipeline import resize_frames
+from camjax.data.records import ClipRecord, RecordError
+from camjax.media import read_video
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _read_images(paths) -> np.ndarray:
+  import mediapy
+
+  frames = []
+  for p in paths:
+    try:
+      frames.append(np.asarray(mediapy.read_image(str(p)))[..., :3])
+    except Exception as e:  # PIL raises several types on corrupt images
+      raise RecordError(Path(p).stem, f"cannot read image {p} ({e})") from None
+  if len({f.shape for f in frames}) != 1:
+    raise RecordError(Path(paths[0]).parent.name, "images have different sizes")
+  return np.stack(frames).astype(np.uint8)
+
+
+def _find_frames(pose_file: Path) -> np.ndarray | None:
+  stem, root = pose_file.stem, pose_file.parent
+  for video in (root.parent / "videos" / f"{stem}.mp4", root / f"{stem}.mp4", root / "videos" / f"{stem}.mp4"):
+    if video.is_file():
+      return read_video(video)
+  for folder in (root / stem, root.parent / "frames" / stem):
+    if folder.is_dir():
+      images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+      if images:
+        return _read_images(images)
+  return None
+
+
+def re10k_records(root, *, fps: float = 8.0) -> Iterator[ClipRecord]:
+  """Records of every RealEstate10K pose file under `root` that has frames (see the module docstring).
+
+  Cameras follow the aspect fix for the frames' size (`read_re10k(path, image_size=frames' H, W)`).
+
+  Raises:
+    RecordError: frames and cameras disagree in count; CameraError: a malformed pose file.
+  """
+  root = Path(root)
+  pose_files = sorted(root.rglob("*.txt"))
+  if not pose_files:
+    raise RecordError(str(root), "no RealEstate10K pose files (*.txt) found")
+  for pose_file in pose_files:
+    frames = _find_frames(pose_file)
+    if frames is None:
+      log.warning("%s: no video or frame folder, skipped", pose_file)
+      continue
+    cams = g.read_re10k(pose_file, image_size=frames.shape[1:3])
+    if len(frames) != cams.num_frames:
+      raise RecordError(pose_file.stem, f"{len(frames)} frames but {cams.num_frames} cameras in {pose_file}")
+    url = pose_file.read_text().splitlines()[0].strip()
+    yield ClipRecord(clip_id=f"re10k-{pose_file.stem}", source=f"re10k:{url}" if url.startswith("http") else "re10k",
+                     scene_id=pose_file.stem.split("_")[0], frames=frames, K=cams.K, w2c=cams.w2c,
+                     height=cams.height, width=cams.width, fps=fps, has_camera=True)
+
+
+def _resized(frames: np.ndarray, cams: g.Cameras, size) -> tuple[np.ndarray, g.Cameras]:
+  if size is None:
+    return frames, cams
+  height, width = size
+  return resize_frames(frames, height, width), cams.resize(height, width)
+
+
+def nerf_records(transforms, *, size: tuple[int, int] | None = None, fps: float = 1.0) -> Iterator[ClipRecord]:
+  """One record from a NeRF `transforms.json` and its images (OpenGL poses converted to OpenCV).
+
+  Args:
+    transforms: the JSON file; `file_path`s are relative to its folder.
+    size: optional `(height, width)` to resize to (intrinsics follow).
+  """
+  transforms = Path(transforms)
+  cams, paths = g.read_nerf_transforms(transforms, with_file_paths=True)
+  files = []
+  for p in paths:
+    f = transforms.parent / p
+    if not f.suffix and not f.exists():
+      f = next((f.with_suffix(s) for s in IMAGE_SUFFIXES if f.with_suffix(s).exists()), f)
+    files.append(f)
+  frames = _read_images(files)
+  if frames.shape[1:3] != cams.image_size:
+    raise RecordError(transforms.parent.name, f"images are {frames.shape[1:3]}, transforms.json says {cams.image_size}")
+  frames, cams = _resized(frames, cams, size)
+  yield ClipRecord(clip_id=f"nerf-{transforms.parent.name}", source=f"nerf:{transforms}", scene_id=transforms.parent.name,
+                   frames=frames, K=cams.K, w2c=cams.w2c, height=cams.height, width=cams.width, fps=fps)
+
+
+def colmap_records(sparse, images, *, size: tuple[int, int] | None = None, fps: float = 1.0) -> Iterator[ClipRecord]:
+  """One record from a COLMAP sparse model and its image folder (registered images, sorted by name)."""
+  cams, names = g.read_colmap(sparse, with_names=True)
+  frames = _read_images([Path(images) / n for n in names])
+  if frames.shape[1:3] != cams.image_size:
+    raise RecordError(Path(sparse).name, f"images are {frames.shape[1:3]}, the model says {cams.image_size}")
+  frames, cams = _resized(frames, cams, size)
+  yield ClipRecord(clip_id=f"colmap-{Path(images).resolve().parent.name}", source=f"colmap:{sparse}",
+                   scene_id=Path(images).resolve().parent.name, frames=frames, K=cams.K, w2c=cams.w2c,
+                   height=cams.height, width=cams.width, fps=fps)
+
+
+def main(argv=None) -> None:
+  import argparse
+
+  from camjax.data.shards import write_shards
+
+  parser = argparse.ArgumentParser(prog="python -m camjax.data.sources", description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="kind", required=True)
+  p = sub.add_parser("re10k")
+  p.add_argument("--root", required=True)
+  p.add_argument("--fps", type=float, default=8.0)
+  p = sub.add_parser("nerf")
+  p.add_argument("--transforms", required=True)
+  p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
+  p = sub.add_parser("colmap")
+  p.add_argument("--sparse", required=True)
+  p.add_argument("--images", required=True)
+  p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
+  for p in sub.choices.values():
+    p.add_argument("--out", required=True, help="dataset root folder (TFDS data_dir)")
+  args = parser.parse_args(argv)
+  if args.kind == "re10k":
+    records = lambda: re10k_records(args.root, fps=args.fps)  # noqa: E731
+  elif args.kind == "nerf":
+    records = lambda: nerf_records(args.transforms, size=args.size)  # noqa: E731
+  else:
+    records = lambda: colmap_records(args.sparse, args.images, size=args.size)  # noqa: E731
+  path = write_shards(records, args.out, description=f"camjax ingest ({args.kind})")
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
