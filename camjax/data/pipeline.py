@@ -88,7 +88,20 @@ class Window(grain.transforms.RandomMap):
       self.stats.skipped.append(e.clip_id)
       return None
 
-  def _window(self, record: ClipRecord, rng: np.random.Generator) -> dict[str, Any]:
+  def _window(self, record, rng: np.random.Generator) -> dict[str, Any]:
+    if isinstance(record, tuple):  # a synchronised camera pair: one window, the same frames for both
+      src, tgt = record
+      if src.num_frames != tgt.num_frames:
+        raise RecordError(tgt.clip_id, f"paired with {src.clip_id} but has {tgt.num_frames} frames, not "
+                          f"{src.num_frames}")
+      seed = int(rng.integers(1 << 62))
+      a = self._window(src, np.random.default_rng(seed))
+      b = self._window(tgt, np.random.default_rng(seed))
+      if self.reference == "first" and src.has_camera and tgt.has_camera:
+        # Both views relative to the SOURCE's first frame (they share frame 0, so this is one global frame).
+        w2c_src0 = src.cameras.take(a["frame_indices"][:1]).w2c[0]
+        b["w2c"] = np.asarray(tgt.cameras.take(b["frame_indices"]).w2c @ np.linalg.inv(w2c_src0)[None], np.float32)
+      return {**{f"src_{k}": v for k, v in a.items()}, **{f"tgt_{k}": v for k, v in b.items()}}
     if not isinstance(record, ClipRecord):
       raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
     record.validate()
@@ -109,7 +122,8 @@ class Window(grain.transforms.RandomMap):
       w2c = w2c @ np.linalg.inv(w2c[0])[None]
     out.update(w2c=np.asarray(w2c, np.float32), K=np.asarray(out["K"], np.float32),
                has_camera=np.bool_(record.has_camera), caption=np.str_(record.caption),
-               clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride))
+               clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride),
+               frame_indices=indices.astype(np.int32))
     return out
 
 
@@ -123,12 +137,42 @@ class StripCamera(grain.transforms.Map):
                                                                               element["w2c"].shape).copy()}
 
 
+class PairedSource:
+  """Pairs of synchronised cameras of the same scene (same `scene_id`, sharing frame 0): for every scene, camera 0
+  with each other camera (Track2View / ReCamMaster video-to-video training).
+
+  Grouping needs each record's `(scene_id, camera_index)`: taken from `source.scene_index()` when the source has it
+  (`SyntheticSource` does, without rendering), otherwise read once from every record.
+  """
+
+  def __init__(self, source: Sequence[ClipRecord]):
+    self.source = source
+    if hasattr(source, "scene_index"):
+      index = source.scene_index()
+    else:
+      index = [(source[i].scene_id, source[i].camera_index) for i in range(len(source))]
+    scenes: dict[str, dict[int, int]] = {}
+    for i, (scene, camera) in enumerate(index):
+      scenes.setdefault(scene, {})[camera] = i
+    self.pairs = [(cams[0], cams[k]) for _, cams in sorted(scenes.items()) if 0 in cams
+                  for k in sorted(cams) if k != 0]
+    if not self.pairs:
+      raise RecordError("<dataset>", "no scene has a camera 0 and another camera to pair with")
+
+  def __len__(self) -> int:
+    return len(self.pairs)
+
+  def __getitem__(self, index: int):
+    a, b = self.pairs[index]
+    return self.source[a], self.source[b]
+
+
 def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int, width: int, batch_size: int,
                   seed: int = 0, stride: tuple[int, int] = (1, 1), reference: str = "first",
                   unlabeled_source: Sequence[ClipRecord] | None = None, unlabeled_ratio: tuple[int, int] = (4, 1),
                   shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
-                  drop_remainder: bool = True, worker_count: int = 0) -> grain.IterDataset:
+                  drop_remainder: bool = True, worker_count: int = 0, paired: bool = False) -> grain.IterDataset:
   """Builds the training input pipeline.
 
   Args:
@@ -147,6 +191,8 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
     on_error: "skip" (log + count in `pipeline_stats`) or "raise" a `RecordError` for corrupt records.
     drop_remainder: drop a last partial batch.
     worker_count: Grain worker processes (0 = in-process).
+    paired: yield synchronised camera pairs of one scene (`PairedSource`): every key twice, prefixed `src_` and
+      `tgt_`, the same frame indices for both, both posed relative to the source's first frame.
 
   Returns:
     A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
@@ -163,7 +209,7 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
     ds = ds[process_index::process_count]
     return ds.random_map(window)
 
-  ds = prepare(source, 0)
+  ds = prepare(PairedSource(source) if paired else source, 0)
   if unlabeled_source is not None:
     ds = grain.MapDataset.mix([ds, prepare(unlabeled_source, 1).map(StripCamera())], weights=list(unlabeled_ratio))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))

@@ -417,6 +417,10 @@ class SyntheticSource:
   def __len__(self) -> int:
     return self.num_scenes * self.num_cameras
 
+  def scene_index(self) -> list[tuple[str, int]]:
+    """`(scene_id, camera_index)` of every index, without rendering (used by `pipeline.PairedSource`)."""
+    return [(f"synthetic-{self.seed + i // self.num_cameras:06d}", i % self.num_cameras) for i in range(len(self))]
+
   def __getitem__(self, index: int):
     scene = self.seed + index // self.num_cameras
     if self._cache is None or self._cache[0] != scene:

@@ -148,3 +148,21 @@ def test_corrupt_records_are_skipped_and_counted_or_raised():
                         on_error="raise")
   with pytest.raises(RecordError, match="cannot give a window of 4"):
     list(short)
+
+
+def test_paired_multi_camera_windows_share_frames_and_the_global_frame():
+  source = synthetic.SyntheticSource(3, num_cameras=3, num_frames=8, height=24, width=24, num_tracks=8)
+  ds = make_pipeline(source, paired=True, num_frames=4, height=24, width=24, batch_size=2, stride=(1, 2), seed=0)
+  batch = next(iter(ds))
+  assert batch["src_frames"].shape == batch["tgt_frames"].shape == (2, 4, 24, 24, 3)
+  np.testing.assert_array_equal(batch["src_frame_indices"], batch["tgt_frame_indices"])
+  for b in range(2):
+    assert batch["src_clip_id"][b].endswith("cam0") and not batch["tgt_clip_id"][b].endswith("cam0")
+    assert batch["src_clip_id"][b][:16] == batch["tgt_clip_id"][b][:16]  # same scene
+  # Full-length windows start at the shared frame 0: one pose (the global identity) and the same image there.
+  full = next(iter(make_pipeline(source, paired=True, num_frames=8, height=24, width=24, batch_size=2, seed=0)))
+  np.testing.assert_allclose(full["tgt_w2c"][:, 0], np.broadcast_to(np.eye(4), (2, 4, 4)), atol=1e-5)
+  np.testing.assert_array_equal(full["src_frames"][:, 0], full["tgt_frames"][:, 0])
+  assert not np.allclose(full["tgt_w2c"][:, -1], full["src_w2c"][:, -1])  # the cameras then move differently
+  from camjax.data.pipeline import PairedSource
+  assert len(PairedSource(source)) == 3 * 2

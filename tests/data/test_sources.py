@@ -49,3 +49,36 @@ def test_nerf_ingest_of_the_fox_capture(shared_data):
   full = g.read_nerf_transforms(shared_data / "fox" / "transforms.json")
   np.testing.assert_allclose(record.K[0], np.diag([0.1, 0.1, 1.0]) @ full.K[0])
   record.validate()
+
+
+def test_colmap_ingest_of_a_real_sfm_model(tmp_path):
+  pycolmap = pytest.importorskip("pycolmap")
+  import mediapy
+
+  from camjax.data import synthetic
+  clip = synthetic.render_scene(3, num_frames=10, height=128, width=128, trajectories=["truck_right:0.6"],
+                                num_tracks=4)[0]
+  (tmp_path / "images").mkdir()
+  for i, frame in enumerate(clip.frames):
+    mediapy.write_image(tmp_path / "images" / f"{i:03d}.png", frame)
+  K = clip.cameras.K[0]
+  reader = pycolmap.ImageReaderOptions()
+  reader.camera_model = "PINHOLE"
+  reader.camera_params = f"{K[0, 0]},{K[1, 1]},{K[0, 2]},{K[1, 2]}"
+  pycolmap.extract_features(tmp_path / "db.db", tmp_path / "images", camera_mode=pycolmap.CameraMode.SINGLE,
+                            reader_options=reader, device=pycolmap.Device.cpu)
+  pycolmap.match_exhaustive(tmp_path / "db.db", device=pycolmap.Device.cpu)
+  (tmp_path / "sparse").mkdir()
+  options = pycolmap.GlobalPipelineOptions()
+  options.mapper.bundle_adjustment.refine_focal_length = False  # intrinsics known and held fixed
+  recs = pycolmap.global_mapping(tmp_path / "db.db", tmp_path / "images", tmp_path / "sparse", options)
+  model = tmp_path / "model"
+  model.mkdir()
+  max(recs.values(), key=lambda r: r.num_reg_images()).write(model)
+  record = next(sources.colmap_records(model, tmp_path / "images"))
+  record.validate()
+  assert record.num_frames == 10  # every frame registered
+  np.testing.assert_array_equal(record.frames[0], clip.frames[0])
+  np.testing.assert_allclose(record.K[0], K, rtol=1e-6)
+  rel = g.metrics.cameractrl2_errors(record.cameras, clip.cameras)
+  assert rel["rot_err"] < 2.0
