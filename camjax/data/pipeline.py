@@ -38,7 +38,7 @@ def resize_frames(frames: np.ndarray, height: int, width: int, resample=Image.BI
     return frames
   out = []
   for f in frames:
-    if f.ndim == 3 and f.shape[-1] == 1 or f.ndim == 2:
+    if f.ndim == 2 or (f.ndim == 3 and f.shape[-1] == 1):  # float maps (depth): PIL mode "F"
       img = Image.fromarray(np.asarray(f.reshape(f.shape[:2]), np.float32), mode="F")
       out.append(np.asarray(img.resize((width, height), resample)).reshape((height, width) + f.shape[2:]))
     else:
@@ -54,7 +54,7 @@ def resize_center_crop_window(record: ClipRecord, indices: np.ndarray, height: i
   rh, rw = max(height, round(record.height * scale)), max(width, round(record.width * scale))
   top, left = (rh - height) // 2, (rw - width) // 2
   cams = record.cameras.take(indices).resize(rh, rw).crop(top, left, height, width)
-  out = {"K": cams.K, "w2c": cams.w2c}
+  out = {"cameras": cams}
   if record.frames is not None:
     out["frames"] = resize_frames(record.frames[indices], rh, rw)[:, top:top + height, left:left + width]
   if with_depth:
@@ -99,8 +99,8 @@ class Window(grain.transforms.RandomMap):
       b = self._window(tgt, np.random.default_rng(seed))
       if self.reference == "first" and src.has_camera and tgt.has_camera:
         # Both views relative to the SOURCE's first frame (they share frame 0, so this is one global frame).
-        w2c_src0 = src.cameras.take(a["frame_indices"][:1]).w2c[0]
-        b["w2c"] = np.asarray(tgt.cameras.take(b["frame_indices"]).w2c @ np.linalg.inv(w2c_src0)[None], np.float32)
+        w2c_src0 = src.cameras.w2c[a["frame_indices"][0]]
+        b["w2c"] = np.asarray(tgt.cameras.take(b["frame_indices"]).relative(w2c_src0).w2c, np.float32)
       return {**{f"src_{k}": v for k, v in a.items()}, **{f"tgt_{k}": v for k, v in b.items()}}
     if not isinstance(record, ClipRecord):
       raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
@@ -115,12 +115,12 @@ class Window(grain.transforms.RandomMap):
     start = int(rng.integers(0, T - span + 1))
     indices = start + stride * np.arange(self.num_frames)
     out = resize_center_crop_window(record, indices, self.height, self.width, self.with_depth)
-    w2c = out["w2c"]
+    cams = out.pop("cameras")
     if not record.has_camera:
-      w2c = np.broadcast_to(np.eye(4), w2c.shape)
-    elif self.reference == "first":
-      w2c = w2c @ np.linalg.inv(w2c[0])[None]
-    out.update(w2c=np.asarray(w2c, np.float32), K=np.asarray(out["K"], np.float32),
+      w2c = np.broadcast_to(np.eye(4), cams.w2c.shape)
+    else:
+      w2c = (cams.relative(0) if self.reference == "first" else cams).w2c
+    out.update(w2c=np.asarray(w2c, np.float32), K=np.asarray(cams.K, np.float32),
                has_camera=np.bool_(record.has_camera), caption=np.str_(record.caption),
                clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride),
                frame_indices=indices.astype(np.int32))

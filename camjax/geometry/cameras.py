@@ -130,8 +130,8 @@ class Cameras:
   @classmethod
   def from_c2w(cls, c2w, K=None, *, height: int, width: int, timestamps=None) -> "Cameras":
     """Builds cameras from camera-to-world poses `[..., T, 4, 4]` (OpenCV axes)."""
-    return cls.create(se3.invert(np.asarray(c2w) if se3.xp_of(c2w) is np else c2w), K, height=height, width=width,
-                      timestamps=timestamps)
+    c2w = c2w if se3.xp_of(c2w) is not np else np.asarray(c2w)
+    return cls.create(se3.invert(c2w), K, height=height, width=width, timestamps=timestamps)
 
   @property
   def c2w(self):

@@ -139,7 +139,8 @@ def read_re10k(path, image_size: tuple[int, int] | None = None,
     timestamps, rows = rows[:, 0] * 1e-6, rows[:, 1:]
   h0, w0 = original_size
   K = intrinsics(rows[:, 0] * w0, rows[:, 1] * h0, rows[:, 2] * w0, rows[:, 3] * h0)
-  w2c = se3.make_pose(rows[:, 6:].reshape(-1, 3, 4)[..., :3], rows[:, 6:].reshape(-1, 3, 4)[..., 3])
+  m = rows[:, 6:].reshape(-1, 3, 4)
+  w2c = se3.make_pose(m[..., :3], m[..., 3])
   validate_poses(w2c, K, source=path, lines=line_numbers)
   cams = Cameras(K=K, w2c=w2c, height=h0, width=w0, timestamps=timestamps)
   if image_size is not None:

@@ -83,6 +83,7 @@ def test_pipeline_keeps_tracks_and_cameras_consistent_after_crop():
   clip = synthetic.scene_records(5, num_frames=6, height=48, width=96, num_tracks=64)[0]
   from camjax.data.pipeline import resize_center_crop_window
   out = resize_center_crop_window(clip, np.arange(6), 32, 32)
+  out.update(K=out["cameras"].K, w2c=out["cameras"].w2c)
   t = 0
   xyz = clip.tracks_xyz[clip.tracks_visible[:, t], t]
   # The same surface point lands on the same colour before and after the resize + crop.
