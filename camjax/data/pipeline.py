@@ -65,6 +65,11 @@ def resize_center_crop_window(record: ClipRecord, indices: np.ndarray, height: i
   return out
 
 
+def _identity_poses(shape) -> np.ndarray:
+  """Identity w2c of the given `[..., 4, 4]` shape: the placeholder poses of unlabeled clips."""
+  return np.broadcast_to(np.eye(4, dtype=np.float32), shape).copy()
+
+
 class Window(grain.transforms.RandomMap):
   """Validates a record and samples a training window (module-level class so Grain workers can pickle it)."""
 
@@ -88,19 +93,16 @@ class Window(grain.transforms.RandomMap):
       self.stats.skipped.append(e.clip_id)
       return None
 
-  def _window(self, record, rng: np.random.Generator) -> dict[str, Any]:
+  def _window(self, record, rng: np.random.Generator, reference_w2c=None) -> dict[str, Any]:
     if isinstance(record, tuple):  # a synchronised camera pair: one window, the same frames for both
       src, tgt = record
       if src.num_frames != tgt.num_frames:
         raise RecordError(tgt.clip_id, f"paired with {src.clip_id} but has {tgt.num_frames} frames, not "
                           f"{src.num_frames}")
-      seed = int(rng.integers(1 << 62))
+      seed = int(rng.integers(1 << 62))  # the same draw for both: one window, the same frame indices
       a = self._window(src, np.random.default_rng(seed))
-      b = self._window(tgt, np.random.default_rng(seed))
-      if self.reference == "first" and src.has_camera and tgt.has_camera:
-        # Both views relative to the SOURCE's first frame (they share frame 0, so this is one global frame).
-        w2c_src0 = src.cameras.w2c[a["frame_indices"][0]]
-        b["w2c"] = np.asarray(tgt.cameras.take(b["frame_indices"]).relative(w2c_src0).w2c, np.float32)
+      # Both views relative to the SOURCE's first window frame: they share frame 0, so this is one global frame.
+      b = self._window(tgt, np.random.default_rng(seed), reference_w2c=src.w2c[a["frame_indices"][0]])
       return {**{f"src_{k}": v for k, v in a.items()}, **{f"tgt_{k}": v for k, v in b.items()}}
     if not isinstance(record, ClipRecord):
       raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
@@ -117,9 +119,11 @@ class Window(grain.transforms.RandomMap):
     out = resize_center_crop_window(record, indices, self.height, self.width, self.with_depth)
     cams = out.pop("cameras")
     if not record.has_camera:
-      w2c = np.broadcast_to(np.eye(4), cams.w2c.shape)
+      w2c = _identity_poses(cams.w2c.shape)
+    elif self.reference == "first":
+      w2c = cams.relative(0 if reference_w2c is None else reference_w2c).w2c
     else:
-      w2c = (cams.relative(0) if self.reference == "first" else cams).w2c
+      w2c = cams.w2c
     out.update(w2c=np.asarray(w2c, np.float32), K=np.asarray(cams.K, np.float32),
                has_camera=np.bool_(record.has_camera), caption=np.str_(record.caption),
                clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride),
@@ -133,8 +137,7 @@ class StripCamera(grain.transforms.Map):
   def map(self, element):
     if element is None:
       return None
-    return {**element, "has_camera": np.bool_(False), "w2c": np.broadcast_to(np.eye(4, dtype=np.float32),
-                                                                              element["w2c"].shape).copy()}
+    return {**element, "has_camera": np.bool_(False), "w2c": _identity_poses(element["w2c"].shape)}
 
 
 class PairedSource:
