@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "matplotlib",
     "tqdm",
     "absl-py",
+    "safetensors",  # WAN weight import (camjax.models.weights)
 ]
 
 EXTRAS_REQUIRE = {

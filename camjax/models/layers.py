@@ -1,0 +1,111 @@
+"""Small NNX building blocks with logical axis names on every parameter and explicit compute dtypes.
+
+Parameters are stored in `param_dtype` (float32 master weights); `dtype` is the compute dtype (e.g. bfloat16).
+Norms always compute in float32 (WAN's FP32LayerNorm), then cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from camjax import sharding
+from camjax.errors import CamjaxError
+
+Names = Sequence[str | None]
+
+
+class ModelError(CamjaxError):
+  """A model built or called with inconsistent shapes or options."""
+
+
+def param(rngs: nnx.Rngs | None, init, shape, names: Names, dtype=jnp.float32) -> nnx.Param:
+  """An `nnx.Param` initialised with `init(key, shape, dtype)` that carries logical axis `names`."""
+  if len(names) != len(shape):
+    raise ModelError(f"logical names {tuple(names)} do not match parameter shape {tuple(shape)}")
+  key = rngs.params() if rngs is not None else jax.random.key(0)
+  init = nnx.with_partitioning(init, tuple(names))
+  return nnx.Param(init(key, tuple(shape), dtype))
+
+
+class Dense(nnx.Module):
+  """`y = x @ kernel + bias` with `kernel [in, out]` (a torch Linear's weight transposed)."""
+
+  def __init__(self, in_features: int, out_features: int, names: Names, *, rngs: nnx.Rngs, use_bias: bool = True,
+               dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=nnx.initializers.xavier_uniform(),
+               bias_init=nnx.initializers.zeros_init()):
+    self.dtype = dtype
+    self.kernel = param(rngs, kernel_init, (in_features, out_features), names, param_dtype)
+    self.bias = param(rngs, bias_init, (out_features,), names[1:], param_dtype) if use_bias else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype
+    y = jnp.dot(x.astype(dtype), self.kernel[...].astype(dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """`x / sqrt(mean(x^2) + eps) * scale` over the last axis, computed in float32 (torch.nn.RMSNorm)."""
+
+  def __init__(self, dim: int, names: Names, *, eps: float = 1e-6, param_dtype=jnp.float32, rngs=None):
+    self.eps = eps
+    self.scale = param(rngs, nnx.initializers.ones_init(), (dim,), names, param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis in float32 (WAN's FP32LayerNorm); optional affine `scale`/`bias`."""
+
+  def __init__(self, dim: int, names: Names = ("norm",), *, eps: float = 1e-6, affine: bool = True,
+               param_dtype=jnp.float32, rngs=None):
+    self.eps = eps
+    if affine:
+      self.scale = param(rngs, nnx.initializers.ones_init(), (dim,), names, param_dtype)
+      self.bias = param(rngs, nnx.initializers.zeros_init(), (dim,), names, param_dtype)
+    else:
+      self.scale = self.bias = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    if self.scale is not None:
+      y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=True)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None,
+              implementation: str | None = None) -> jax.Array:
+  """Scaled dot-product attention, `softmax(q k^T / sqrt(d)) v`.
+
+  Args:
+    q: `[B, N, heads, head_dim]`.
+    k, v: `[B, S, heads, head_dim]`.
+    mask: optional key mask `[B, S]` (True = attend).
+    implementation: `None` (XLA; any backend), `"xla"`, or `"cudnn"` (GPU flash attention).
+
+  Returns:
+    `[B, N, heads, head_dim]` in q's dtype (softmax in float32).
+  """
+  if mask is not None:
+    mask = mask[:, None, None, :].astype(bool)
+  impl = None if implementation in (None, "xla") else implementation
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+
+
+def constrain(x, names):
+  return sharding.constrain(x, names)

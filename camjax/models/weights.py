@@ -1,0 +1,259 @@
+"""Import diffusers-format WAN 2.1 weights (`WanTransformer3DModel.save_pretrained`) into the sharded NNX model.
+
+A diffusers folder holds `config.json` and either one `diffusion_pytorch_model.safetensors` or shards listed in
+`diffusion_pytorch_model.safetensors.index.json`. Tensors are read lazily with `safetensors.safe_open`: every camjax
+parameter is built with `jax.make_array_from_callback`, so each host reads only the slices its devices hold (the layer
+range and the rows / columns of its shards); the full unsharded model never sits on one host.
+
+Layout conversions (REFERENCE.md section 8):
+  * Linear `weight [out, in]` -> `kernel [in, out]`;
+  * Conv3d patch embedding `[D, C, pt, ph, pw]` -> `kernel [pt * ph * pw * C, D]` (patch order pt, ph, pw, C);
+  * per-block tensors `blocks.{i}.*` are stacked along camjax's leading `layers` axis;
+  * camjax-only parameters (the CameraCtrl II camera patchify, the condition-mask input channel of the patch
+    embedding) are not in WAN checkpoints: they keep their zero initialisation, so the loaded model computes exactly
+    what WAN computes until it is fine-tuned.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from camjax import sharding
+from camjax.errors import CamjaxError
+from camjax.models.wan import WanConfig, WanDiT
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+# camjax attribute name -> diffusers module name, where they differ.
+_RENAME = {
+    "to_out": "to_out.0",
+    "proj_in": "net.0.proj",
+    "proj_out": "net.2",
+    "scale": "weight",
+    "kernel": "weight",
+}
+# Top-level camjax modules -> diffusers prefixes.
+_TOP = {
+    "time_embedder": "condition_embedder.time_embedder",
+    "time_proj": "condition_embedder.time_proj",
+    "text_embedder": "condition_embedder.text_embedder",
+}
+# Diffusers keys that carry no information for camjax (RoPE buffers are recomputed).
+_IGNORED_SUFFIXES = ("norm_added_q.weight",)
+
+
+class WeightsError(CamjaxError):
+  """A checkpoint that does not match the model (missing / unexpected keys, shapes), or an unreadable folder."""
+
+
+class _Reader:
+  """Lazy access to the tensors of one or more safetensors files."""
+
+  def __init__(self, folder: str):
+    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    self._open = safe_open
+    index = os.path.join(folder, INDEX_NAME)
+    single = os.path.join(folder, WEIGHTS_NAME)
+    if os.path.exists(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+      self.files = {k: os.path.join(folder, v) for k, v in weight_map.items()}
+    elif os.path.exists(single):
+      self.files = None
+      self._single = single
+    else:
+      candidates = sorted(p for p in os.listdir(folder) if p.endswith(".safetensors"))
+      if len(candidates) != 1:
+        raise WeightsError(f"{folder}: expected {WEIGHTS_NAME} or {INDEX_NAME}, found {candidates or 'nothing'}")
+      self.files, self._single = None, os.path.join(folder, candidates[0])
+    self._handles = {}
+    if self.files is None:
+      with safe_open(self._single, framework="flax") as f:
+        self.files = {k: self._single for k in f.keys()}  # noqa: SIM118 (safe_open has keys(), no iteration)
+    self.shapes = {}
+    for path in sorted(set(self.files.values())):
+      f = self._handle(path)
+      for k in f.keys():  # noqa: SIM118
+        self.shapes[k] = tuple(f.get_slice(k).get_shape())
+
+  def _handle(self, path):
+    if path not in self._handles:
+      try:
+        self._handles[path] = self._open(path, framework="flax").__enter__()
+      except Exception as e:  # safetensors raises its own SafetensorError / OSError types
+        raise WeightsError(f"{path}: cannot read safetensors file ({e})") from e
+    return self._handles[path]
+
+  def read(self, key: str, index: tuple = ()) -> np.ndarray:
+    """`tensor[index]` as a NumPy array (bf16 stays bf16 via ml_dtypes)."""
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+      sl = self._handle(self.files[key]).get_slice(key)
+      value = sl[index] if index else sl[:]
+    return np.asarray(value)
+
+  def close(self):
+    for h in self._handles.values():
+      h.__exit__(None, None, None)
+    self._handles.clear()
+
+
+def _diffusers_key(path: Sequence[str]) -> tuple[str | None, str]:
+  """camjax state path -> (diffusers key, kind). kind: linear | conv | direct | block-variants; key None = camjax-only."""
+  path = list(path)
+  if path[0] == "camera_patchify":
+    return None, "camjax"
+  if path[:2] == ["patch_embedding", "proj"]:
+    return "patch_embedding." + ("weight" if path[-1] == "kernel" else "bias"), \
+        "conv" if path[-1] == "kernel" else "direct"
+  stacked = path[0] == "blocks"
+  if stacked:
+    path = path[1:]
+  elif path[0] in _TOP:
+    path = _TOP[path[0]].split(".") + path[1:]
+  kind = "linear" if path[-1] == "kernel" else "direct"
+  key = ".".join(_RENAME.get(p, p) if i > 0 or p not in ("proj_out",) else p for i, p in enumerate(path))
+  # top-level `proj_out` is diffusers' `proj_out`; inside FFN it is `net.2` (handled by _RENAME above for i > 0).
+  if stacked:
+    key = "blocks.{i}." + key
+    kind = "stacked_" + kind
+  return key, kind
+
+
+def _state_paths(state) -> dict[tuple[str, ...], nnx.Variable]:
+  flat = nnx.to_flat_state(state)
+  return {tuple(str(p) for p in path): v for path, v in flat}
+
+
+def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int = 0,
+                   **overrides) -> WanDiT:
+  """Build a `WanDiT` from a diffusers `WanTransformer3DModel` folder.
+
+  Args:
+    path: folder with `config.json` and safetensors weights (as written by `save_pretrained`).
+    mesh: optional mesh; parameters are created directly in their `NamedSharding`s and each host reads only the
+      slices its devices hold.
+    rules: optional `camjax.sharding.Rules`.
+    seed: initialisation seed of camjax-only parameters (they are zero-initialised, so it rarely matters).
+    **overrides: `WanConfig` fields to change (e.g. `camera=True, cond_mask=True, dtype="bfloat16", remat="full"`).
+
+  Returns:
+    The model, with every WAN parameter loaded (cast to `param_dtype`).
+
+  Raises:
+    WeightsError: missing `config.json`, missing or unexpected tensor keys, or shape mismatches (all listed).
+  """
+  path = os.fspath(path)
+  cfg_path = os.path.join(path, "config.json")
+  if not os.path.exists(cfg_path):
+    raise WeightsError(f"{path}: no config.json (expected a diffusers save_pretrained folder)")
+  with open(cfg_path) as f:
+    config = WanConfig.from_diffusers_config(json.load(f), **overrides)
+  reader = _Reader(path)
+  try:
+    return _load(reader, config, mesh, rules, seed)
+  finally:
+    reader.close()
+
+
+def _load(reader: _Reader, config: WanConfig, mesh, rules, seed) -> WanDiT:
+  make = lambda: WanDiT(config, rngs=nnx.Rngs(seed))
+  with sharding.use_mesh(mesh, rules):
+    abstract = nnx.eval_shape(make)
+  graphdef, abstract_state = nnx.split(abstract)
+  if mesh is not None:
+    shardings = _state_paths(sharding.param_shardings(abstract_state, mesh, rules))
+  else:
+    device = jax.local_devices()[0]
+    shardings = None
+
+  n_layers = config.num_layers
+  used: set[str] = set()
+  problems: list[str] = []
+  model = None
+  loaded: dict[tuple[str, ...], jax.Array] = {}
+  for p, var in _state_paths(abstract_state).items():
+    key, kind = _diffusers_key(p)
+    if key is None:
+      continue
+    keys = [key.format(i=i) for i in range(n_layers)] if kind.startswith("stacked") else [key]
+    missing = [k for k in keys if k not in reader.shapes]
+    if missing:
+      problems.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1} layers)" if len(missing) > 1 else ""))
+      continue
+    used.update(keys)
+    src_shape = reader.shapes[keys[0]]
+    getter = _getter(reader, keys, kind, src_shape, var.shape, config)
+    if getter is None:
+      problems.append(f"{keys[0]}: checkpoint shape {src_shape} does not fit camjax {'.'.join(p)} {var.shape}")
+      continue
+    dtype = var.dtype
+    sh = shardings[p] if shardings is not None else jax.sharding.SingleDeviceSharding(device)
+    loaded[p] = jax.make_array_from_callback(var.shape, sh, lambda idx, g=getter, dt=dtype: g(idx).astype(dt))
+  unexpected = [k for k in reader.shapes if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
+  if unexpected:
+    problems.append(f"unexpected keys {unexpected[:5]}" + (f" (+{len(unexpected) - 5})" if len(unexpected) > 5 else ""))
+  if problems:
+    raise WeightsError("checkpoint does not match the WAN config: " + "; ".join(problems))
+
+  # camjax-only parameters keep their (zero) initialisation; created sharded.
+  model = sharding.create_sharded(make, mesh, rules)
+  state = nnx.state(model)
+  flat = nnx.to_flat_state(state)
+  for path, var in flat:
+    p = tuple(str(x) for x in path)
+    if p in loaded:
+      var.set_value(loaded[p])
+  nnx.update(model, nnx.from_flat_state(flat))
+  return model
+
+
+def _getter(reader: _Reader, keys, kind, src_shape, dst_shape, config: WanConfig) -> Callable | None:
+  """A function `index -> np.ndarray` producing `dst[index]` from the checkpoint, or None if shapes do not fit."""
+  stacked = kind.startswith("stacked")
+  base = kind.removeprefix("stacked_")
+  inner = dst_shape[1:] if stacked else dst_shape
+
+  if base == "linear":
+    if tuple(src_shape[::-1]) != tuple(inner):
+      return None
+    one = lambda key, idx: reader.read(key, (idx[1], idx[0])).T
+  elif base == "direct":
+    if math.prod(src_shape) != math.prod(inner) or (tuple(src_shape) != tuple(inner) and len(inner) != 1):
+      return None
+    one = lambda key, idx: reader.read(key).reshape(inner)[idx]
+  elif base == "conv":
+    d, c, pt, ph, pw = src_shape
+    extra = inner[0] - pt * ph * pw * c  # camjax condition-mask channel(s), zero rows
+    if inner[1] != d or (pt, ph, pw) != tuple(config.patch_size) or extra % (pt * ph * pw) or extra < 0:
+      return None
+    c_dst = c + extra // (pt * ph * pw)
+
+    def one(key, idx):
+      w = np.transpose(reader.read(key), (2, 3, 4, 1, 0))  # [pt, ph, pw, C, D]
+      w = np.concatenate([w, np.zeros((pt, ph, pw, c_dst - c, d), w.dtype)], axis=3)
+      return w.reshape(inner)[idx]
+  else:
+    return None
+
+  if not stacked:
+    return lambda idx: one(keys[0], _norm_index(idx, len(inner)))
+
+  def stacked_get(idx):
+    idx = _norm_index(idx, len(dst_shape))
+    layers = range(*idx[0].indices(len(keys)))
+    return np.stack([one(keys[i], idx[1:]) for i in layers])
+
+  return stacked_get
+
+
+def _norm_index(idx, ndim):
+  idx = tuple(idx) + (slice(None),) * (ndim - len(tuple(idx)))
+  return idx
