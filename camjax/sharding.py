@@ -47,7 +47,7 @@ PARAM_RULES: tuple[tuple[str, Any], ...] = (
     ("patch", None),  # flattened patch (pt * ph * pw * C_in) or output patch
     ("modulation", None),  # the 6 (or 2) AdaLN modulation slots
     ("norm", None),
-    ("text_embed", "fsdp"),  # text-encoder output width before projection
+    ("text_embed", None),  # text-encoder output width (input of the text projection)
     ("freq", None),  # sinusoidal timestep features
 )
 
@@ -250,6 +250,23 @@ def shard_params(state, mesh: jax.sharding.Mesh, rules: Rules | None = None):
   return jax.device_put(state, param_shardings(state, mesh, rules))
 
 
+def abstract_module(make_module):
+  """`(graphdef, abstract state)` of the module `make_module()` builds, without allocating parameters.
+
+  (`nnx.eval_shape` would try to turn the logical names into mesh shardings when a mesh is active; tracing with
+  `jax.eval_shape` keeps them as metadata for `param_shardings`.)
+  """
+  out = {}
+
+  def build():
+    graphdef, state = nnx.split(make_module())
+    out["graphdef"] = graphdef
+    return state
+
+  state = jax.eval_shape(build)
+  return out["graphdef"], state
+
+
 def create_sharded(make_module, mesh: jax.sharding.Mesh | None, rules: Rules | None = None):
   """Build an NNX module whose parameters are created directly in their shardings.
 
@@ -260,9 +277,8 @@ def create_sharded(make_module, mesh: jax.sharding.Mesh | None, rules: Rules | N
   """
   if mesh is None:
     return make_module()
+  graphdef, abstract_state = abstract_module(make_module)
   with use_mesh(mesh, rules):
-    abstract = nnx.eval_shape(make_module)
-    graphdef, abstract_state = nnx.split(abstract)
     shardings = param_shardings(abstract_state, mesh, rules)
 
     def init():

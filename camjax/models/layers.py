@@ -6,8 +6,10 @@ Norms always compute in float32 (WAN's FP32LayerNorm), then cast back to the inp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -109,3 +111,29 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
 
 def constrain(x, names):
   return sharding.constrain(x, names)
+
+
+def patchify(x: jax.Array, patch_size) -> jax.Array:
+  """`[B, T, H, W, C] -> [B, (T/pt)(H/ph)(W/pw), pt*ph*pw*C]` (tokens in t, h, w order; features pt, ph, pw, C)."""
+  pt, ph, pw = patch_size
+  return einops.rearrange(x, "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
+
+
+def unpatchify(x: jax.Array, grid, patch_size) -> jax.Array:
+  """Inverse of `patchify`: `[B, N, pt*ph*pw*C] -> [B, T, H, W, C]`."""
+  pt, ph, pw = patch_size
+  t, h, w = grid
+  return einops.rearrange(x, "b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
+
+
+class PatchEmbed(nnx.Module):
+  """3D patch embedding: a Conv3d with kernel = stride = patch, as a matmul over flattened patches."""
+
+  def __init__(self, channels: int, dim: int, patch_size, *, rngs, dtype, param_dtype, zero_init: bool = False):
+    self.patch_size = tuple(patch_size)
+    init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.xavier_uniform()
+    self.proj = Dense(math.prod(patch_size) * channels, dim, ("patch", "embed"), rngs=rngs, dtype=dtype,
+                      param_dtype=param_dtype, kernel_init=init)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.proj(patchify(x, self.patch_size))

@@ -23,13 +23,13 @@ import dataclasses
 import math
 from typing import Any
 
-import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from camjax import sharding
-from camjax.models.layers import Dense, LayerNorm, ModelError, RMSNorm, attention, gelu_tanh, param
+from camjax.models.layers import (Dense, LayerNorm, ModelError, PatchEmbed, RMSNorm, attention, gelu_tanh, param,
+                                  unpatchify)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -204,32 +204,6 @@ def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
   return out.reshape(x.shape).astype(x.dtype)
 
 
-def patchify(x: jax.Array, patch_size) -> jax.Array:
-  """`[B, T, H, W, C] -> [B, (T/pt)(H/ph)(W/pw), pt*ph*pw*C]` (tokens in t, h, w order; features pt, ph, pw, C)."""
-  pt, ph, pw = patch_size
-  return einops.rearrange(x, "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
-
-
-def unpatchify(x: jax.Array, grid, patch_size) -> jax.Array:
-  """Inverse of `patchify`: `[B, N, pt*ph*pw*C] -> [B, T, H, W, C]`."""
-  pt, ph, pw = patch_size
-  t, h, w = grid
-  return einops.rearrange(x, "b (t h w) (pt ph pw c) -> b (t pt) (h ph) (w pw) c", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
-
-
-class PatchEmbed(nnx.Module):
-  """3D patch embedding: a Conv3d with kernel = stride = patch, as a matmul over flattened patches."""
-
-  def __init__(self, channels: int, dim: int, patch_size, *, rngs, dtype, param_dtype, zero_init: bool = False):
-    self.patch_size = tuple(patch_size)
-    init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.xavier_uniform()
-    self.proj = Dense(math.prod(patch_size) * channels, dim, ("patch", "embed"), rngs=rngs, dtype=dtype,
-                      param_dtype=param_dtype, kernel_init=init)
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.proj(patchify(x, self.patch_size))
-
-
 class TimeEmbedding(nnx.Module):
   """diffusers `TimestepEmbedding`: Linear(freq_dim, D) -> SiLU -> Linear(D, D), kept in float32."""
 
@@ -264,8 +238,10 @@ class TextProjection(nnx.Module):
 class Attention(nnx.Module):
   """WAN attention: q/k/v projections, q/k RMSNorm across all heads, optional RoPE, output projection."""
 
-  def __init__(self, dim: int, num_heads: int, *, eps: float, rngs, dtype, param_dtype, implementation: str):
+  def __init__(self, dim: int, num_heads: int, *, eps: float, rngs, dtype, param_dtype, implementation: str,
+               seq_axis: str = "act_seq"):
     self.num_heads = num_heads
+    self.seq_axis = seq_axis  # logical name of the query sequence axis
     self.implementation = implementation
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.to_q = Dense(dim, dim, ("embed", "heads"), **kw)
@@ -277,13 +253,13 @@ class Attention(nnx.Module):
 
   def __call__(self, x, context=None, mask=None, rope=None):
     context = x if context is None else context
-    kv_seq = "act_seq" if context is x else "act_text"
+    kv_seq = self.seq_axis if context is x else "act_text"
     q = self.norm_q(self.to_q(x))
     k = self.norm_k(self.to_k(context))
     v = self.to_v(context)
     heads = lambda a: a.reshape(*a.shape[:-1], self.num_heads, -1)
     q, k, v = heads(q), heads(k), heads(v)
-    q = sharding.constrain(q, ("act_batch", "act_seq", "act_heads", "act_kv"))
+    q = sharding.constrain(q, ("act_batch", self.seq_axis, "act_heads", "act_kv"))
     k = sharding.constrain(k, ("act_batch", kv_seq, "act_heads", "act_kv"))
     v = sharding.constrain(v, ("act_batch", kv_seq, "act_heads", "act_kv"))
     if rope is not None:
@@ -295,14 +271,15 @@ class Attention(nnx.Module):
 class FeedForward(nnx.Module):
   """Linear(D, F) -> GELU-tanh -> Linear(F, D)."""
 
-  def __init__(self, dim: int, hidden: int, *, rngs, dtype, param_dtype):
+  def __init__(self, dim: int, hidden: int, *, rngs, dtype, param_dtype, seq_axis: str = "act_seq"):
+    self.seq_axis = seq_axis
     kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     self.proj_in = Dense(dim, hidden, ("embed", "mlp"), **kw)
     self.proj_out = Dense(hidden, dim, ("mlp", "embed"), **kw)
 
   def __call__(self, x):
     h = gelu_tanh(self.proj_in(x))
-    h = sharding.constrain(h, ("act_batch", "act_seq", "act_mlp"))
+    h = sharding.constrain(h, ("act_batch", self.seq_axis, "act_mlp"))
     return self.proj_out(h)
 
 
@@ -384,12 +361,15 @@ class WanDiT(nnx.Module):
       self._build(config, rngs)
 
   def _build(self, c: WanConfig, rngs: nnx.Rngs):
+    # Local import: camjax.conditioning builds on camjax.models.layers (import cycle at module level).
+    from camjax.conditioning.cameractrl2 import CameraPatchify  # pylint: disable=import-outside-toplevel
+
     dtype, param_dtype = _DTYPES[c.dtype], _DTYPES[c.param_dtype]
     in_ch = c.in_channels + (1 if c.cond_mask else 0)
     self.patch_embedding = PatchEmbed(in_ch, c.dim, c.patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     # CameraCtrl II camera patchify: same patch size and width as the video patchify, zero-initialised.
-    self.camera_patchify = PatchEmbed(6, c.dim, c.patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype,
-                                      zero_init=True) if c.camera else None
+    self.camera_patchify = CameraPatchify(c.dim, c.patch_size, rngs=rngs, dtype=dtype,
+                                          param_dtype=param_dtype) if c.camera else None
     self.time_embedder = TimeEmbedding(c.freq_dim, c.dim, rngs=rngs, param_dtype=param_dtype)
     self.time_proj = Dense(c.dim, 6 * c.dim, ("embed", "modulation"), rngs=rngs, dtype=jnp.float32,
                            param_dtype=param_dtype)

@@ -165,9 +165,7 @@ def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int 
 
 def _load(reader: _Reader, config: WanConfig, mesh, rules, seed) -> WanDiT:
   make = lambda: WanDiT(config, rngs=nnx.Rngs(seed))
-  with sharding.use_mesh(mesh, rules):
-    abstract = nnx.eval_shape(make)
-  graphdef, abstract_state = nnx.split(abstract)
+  _, abstract_state = sharding.abstract_module(make)
   if mesh is not None:
     shardings = _state_paths(sharding.param_shardings(abstract_state, mesh, rules))
   else:

@@ -1,0 +1,1 @@
+"""Conditioning modules, one per paper (CameraCtrl II first)."""

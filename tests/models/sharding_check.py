@@ -1,0 +1,81 @@
+"""Run by test_sharding.py in a subprocess with 8 fake CPU devices: one train step of the toy DiT on several meshes.
+
+Prints one JSON line: {mesh_name: {"losses": [...], "specs": {param path: spec}}}.
+"""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from camjax import sharding  # noqa: E402
+from camjax.diffusion import FlowMatching, masked_mse  # noqa: E402
+from camjax.models import WanDiT, preset  # noqa: E402
+
+MESHES = {
+    "single": None,
+    "dp2_fsdp2_tp2": {"data": 2, "fsdp": 2, "tensor": 2},
+    "context8": {"data": 1, "context": 8},
+}
+
+
+def batch():
+  k = jax.random.split(jax.random.key(0), 5)
+  b, t, h, w = 4, 4, 8, 8
+  return dict(latents=jax.random.normal(k[0], (b, t, h, w, 4)), text=jax.random.normal(k[1], (b, 8, 16)),
+              camera=jax.random.normal(k[2], (b, t, h, w, 6)), noise=jax.random.normal(k[3], (b, t, h, w, 4)),
+              sigma=jax.random.uniform(k[4], (b,)))
+
+
+def run(name, mesh_shape, remat):
+  config = preset("toy", in_channels=4, out_channels=4, text_dim=16, remat=remat)
+  mesh = None if mesh_shape is None else sharding.make_mesh(mesh_shape)
+  model = WanDiT.create(config, seed=0, mesh=mesh)
+  graphdef, params = nnx.split(model)
+  # Make the camera patchify and output projection non-zero so every parameter gets a gradient.
+  params = jax.tree.map(lambda x: x + 0.01, params)
+  tx = optax.adamw(1e-3)
+  objective = FlowMatching()
+  data = batch()
+
+  def loss_fn(params, data):
+    model = nnx.merge(graphdef, params)
+    x_t = objective.add_noise(data["latents"], data["noise"], data["sigma"])
+    pred = model(x_t, objective.model_timesteps(data["sigma"]), data["text"], camera=data["camera"])
+    return masked_mse(pred, objective.target(data["latents"], data["noise"]))
+
+  def step(params, opt_state, data):
+    loss, grads = jax.value_and_grad(loss_fn)(params, data)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  with sharding.use_mesh(mesh):
+    if mesh is not None:
+      param_sh = sharding.param_shardings(params, mesh)
+      params = jax.device_put(params, param_sh)
+      data_sh = {k: NamedSharding(mesh, sharding.logical_to_spec(
+          ("act_batch",) + (None,) * (v.ndim - 1), sharding.current_rules().activations, dict(mesh.shape)))
+          for k, v in data.items()}
+      data = jax.device_put(data, data_sh)
+    opt_state = tx.init(params)
+    jstep = jax.jit(step, donate_argnums=(0, 1))
+    losses = []
+    for _ in range(3):
+      params, opt_state, loss = jstep(params, opt_state, data)
+      losses.append(float(loss))
+  specs = {jax.tree_util.keystr(path): str(tuple(leaf.sharding.spec)) if mesh is not None else "()"
+           for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+  return {"losses": losses, "specs": specs}
+
+
+if __name__ == "__main__":
+  remat = sys.argv[1] if len(sys.argv) > 1 else "none"
+  assert len(jax.devices()) == 8, jax.devices()
+  print(json.dumps({name: run(name, shape, remat) for name, shape in MESHES.items()}))
