@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "tqdm",
     "absl-py",
     "safetensors",  # WAN weight import (camjax.models.weights)
+    "tensorboardX",  # training metrics as TensorBoard event files
 ]
 
 EXTRAS_REQUIRE = {

@@ -175,7 +175,8 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
                   unlabeled_source: Sequence[ClipRecord] | None = None, unlabeled_ratio: tuple[int, int] = (4, 1),
                   shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
-                  drop_remainder: bool = True, worker_count: int = 0, paired: bool = False) -> grain.IterDataset:
+                  drop_remainder: bool = True, worker_count: int = 0, paired: bool = False,
+                  start_index: int = 0) -> grain.IterDataset:
   """Builds the training input pipeline.
 
   Args:
@@ -196,6 +197,8 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
     worker_count: Grain worker processes (0 = in-process).
     paired: yield synchronised camera pairs of one scene (`PairedSource`): every key twice, prefixed `src_` and
       `tgt_`, the same frame indices for both, both posed relative to the source's first frame.
+    start_index: skip the first `start_index` elements of the global stream (before sharding by process), e.g.
+      `step * global_batch` to resume at a step with a different process count than the checkpoint's.
 
   Returns:
     A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
@@ -208,13 +211,15 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
     ds = grain.MapDataset.source(src).seed(seed + salt)
     if shuffle:
       ds = ds.shuffle()
-    ds = ds.repeat(num_epochs)
-    ds = ds[process_index::process_count]
-    return ds.random_map(window)
+    return ds.repeat(num_epochs).random_map(window)
 
   ds = prepare(PairedSource(source) if paired else source, 0)
   if unlabeled_source is not None:
     ds = grain.MapDataset.mix([ds, prepare(unlabeled_source, 1).map(StripCamera())], weights=list(unlabeled_ratio))
+  # Shard by process LAST (MapDatasets are lazy: each process only reads its own elements): element i of the global
+  # stream, with its random window, goes to process i % n, so N processes with per-process batch B / N see exactly
+  # the global batches of one process with batch B.
+  ds = ds[start_index:][process_index::process_count]
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
   it_ds = it_ds.batch(batch_size, drop_remainder=drop_remainder)
   if worker_count > 0:

@@ -1,0 +1,561 @@
+"""CameraCtrl II training: data, model, the jitted train step, checkpoints, metrics, sampling.
+
+Layout (big_vision style): one `train_and_evaluate(config, workdir)` driven by an ml_collections config; a pure
+`train_step(state, batch)` jitted with explicit in/out shardings and donation; Orbax checkpoints holding the train
+state AND the Grain iterator state, so a restarted run continues with the same batches and the same losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from camjax import sharding
+from camjax.conditioning import cameractrl2 as cc2
+from camjax.diffusion import FlowMatching, euler, guided_denoiser, masked_mse
+from camjax.errors import CamjaxError
+from camjax.geometry.cameras import Cameras
+from camjax.models import WanDiT, preset
+from camjax.models.autoencoders import PixelAutoencoder
+from camjax.models.text import ByteTextEncoder, drop_text, null_text
+
+log = logging.getLogger("camjax.train")
+
+
+class TrainingError(CamjaxError):
+  """A run that cannot continue (non-finite loss, unsupported configuration, missing data)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class Generator(nnx.Module):
+  """The trainable parts: the WAN DiT and (for the CPU default) the byte-level text encoder."""
+
+  def __init__(self, dit: WanDiT, text_encoder: ByteTextEncoder | None):
+    self.dit = dit
+    self.text_encoder = text_encoder
+
+
+def make_autoencoder(config):
+  ae = config.autoencoder
+  if ae.kind == "pixel":
+    return PixelAutoencoder(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor, scale=ae.scale,
+                            shift=ae.shift)
+  raise TrainingError(f"autoencoder kind {ae.kind!r} is not available yet (only 'pixel'); the WAN VAE port and "
+                      "records with precomputed latents arrive in a later release")
+
+
+def wan_config(config, autoencoder):
+  m = config.model
+  if config.text.kind != "byte":
+    raise TrainingError(f"text kind {config.text.kind!r} is not available yet (only 'byte'): precomputed umT5 "
+                        "embeddings in records arrive with the WAN text-encoder port")
+  fields = {k: m[k] for k in ("num_heads", "head_dim", "ffn_dim", "num_layers", "camera", "cond_mask", "dtype",
+                              "remat", "scan_layers", "attention")}
+  return preset(m.preset, in_channels=autoencoder.latent_channels, out_channels=autoencoder.latent_channels,
+                text_dim=config.text.width, **fields)
+
+
+def make_generator(config, autoencoder, mesh) -> Generator:
+  cfg = wan_config(config, autoencoder)
+  t = config.text
+
+  def make():
+    rngs = nnx.Rngs(config.seed)
+    if config.model.pretrained:
+      raise TrainingError("pretrained weights go with the WAN variants, which need precomputed latents")
+    dit = WanDiT(cfg, rngs=rngs)
+    enc = ByteTextEncoder(t.width, t.num_layers, t.num_heads, t.max_length, rngs=rngs)
+    return Generator(dit, enc)
+
+  return sharding.create_sharded(make, mesh)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Optimiser (CameraCtrl II sec. 4.1: AdamW, warm-up from lr/2, cosine decay)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def lr_schedule(config):
+  o = config.optimizer
+  total = max(int(config.train.steps), o.warmup_steps + 1)
+  warmup = optax.linear_schedule(o.warmup_init_lr, o.lr, o.warmup_steps)
+  cosine = optax.cosine_decay_schedule(o.lr, total - o.warmup_steps, alpha=o.end_lr / o.lr)
+  return optax.join_schedules([warmup, cosine], [o.warmup_steps])
+
+
+def make_optimizer(config):
+  o = config.optimizer
+  return optax.chain(optax.clip_by_global_norm(o.grad_clip),
+                     optax.adamw(lr_schedule(config), b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def prepare_dataset(config, workdir: Path):
+  """The ArrayRecord dataset folder for the config's source (generated / ingested on first use)."""
+  from camjax.data import shards, sources, synthetic  # pylint: disable=import-outside-toplevel
+  d = config.data
+  cache = workdir / "data"
+  if d.source == "shards":
+    return shards.dataset_dir(d.path)
+  if d.source == "synthetic":
+    out = cache / f"synthetic_{d.num_scenes}x{d.num_frames}f{d.render_size}px_seed{config.seed}"
+    make = lambda: synthetic.write_dataset(out, d.num_scenes, seed=config.seed, resolution=d.render_size,
+                                           frames=d.num_frames, tracks=0, progress=jax.process_index() == 0)
+  elif d.source == "re10k":
+    if not d.path or not Path(d.path).exists():
+      raise TrainingError(f"data.path {d.path!r} does not exist (a folder of RealEstate10K pose files + videos)")
+    out = cache / f"re10k_{Path(d.path).resolve().name}"
+    make = lambda: shards.write_shards(lambda: sources.re10k_records(d.path), out,
+                                       description=f"RealEstate10K clips from {d.path}")
+  else:
+    raise TrainingError(f"data.source {d.source!r} is not one of synthetic, re10k, shards")
+  try:
+    return shards.dataset_dir(out)
+  except CamjaxError:
+    pass
+  if jax.process_index() == 0:
+    make()
+  _sync("dataset written")
+  return shards.dataset_dir(out)
+
+
+def make_train_iterator(config, dataset, start_step: int = 0):
+  from camjax.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+  from camjax.data.shards import ShardSource  # pylint: disable=import-outside-toplevel
+  d = config.data
+  n = jax.process_count()
+  if d.batch_size % n:
+    raise TrainingError(f"data.batch_size {d.batch_size} is not divisible by the {n} processes")
+  source = ShardSource(dataset)
+  unlabeled = source if d.unlabeled_ratio[1] > 0 else None
+  ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=d.batch_size // n,
+                     seed=config.seed, stride=tuple(d.stride), unlabeled_source=unlabeled,
+                     unlabeled_ratio=tuple(d.unlabeled_ratio), worker_count=d.worker_count,
+                     start_index=start_step * d.batch_size)
+  return iter(ds)
+
+
+def eval_batch(config, dataset) -> dict[str, np.ndarray]:
+  """A fixed batch for periodic sampling: held-out procedural scenes, or the first clips of a real dataset."""
+  from camjax.data.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
+  from camjax.data.shards import ShardSource  # pylint: disable=import-outside-toplevel
+  from camjax.data.synthetic import SyntheticSource  # pylint: disable=import-outside-toplevel
+  d, s = config.data, config.sample
+  if d.source == "synthetic":  # scenes never seen in training
+    source = SyntheticSource(max(d.eval_scenes, s.num), seed=config.seed + 1_000_000, num_frames=d.num_frames,
+                             height=d.render_size, width=d.render_size, num_tracks=0)
+  else:
+    source = ShardSource(dataset)
+  num = min(s.num, len(source))
+  ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=num, seed=0,
+                     shuffle=False, num_epochs=1, process_index=0, process_count=1)
+  return next(iter(ds))
+
+
+def _host_batch(batch: dict, tokenizer) -> dict[str, np.ndarray]:
+  ids, mask = tokenizer.encode([str(c) for c in batch["caption"]])
+  return dict(frames=batch["frames"], K=batch["K"].astype(np.float32), w2c=batch["w2c"].astype(np.float32),
+              has_camera=batch["has_camera"].astype(bool), text_ids=ids, text_mask=mask)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  spec = sharding.logical_to_spec(("act_batch",), sharding.current_rules().activations, dict(mesh.shape))
+  return NamedSharding(mesh, spec)
+
+
+def to_global(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """Process-local host batches -> global device arrays sharded over the batch axes (one call on every process)."""
+  sh = batch_sharding(mesh)
+  out = {}
+  for k, v in batch.items():
+    s = NamedSharding(mesh, P(*sh.spec, *([None] * (v.ndim - 1))))
+    out[k] = jax.make_array_from_process_local_data(s, v)
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Train step
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+  """Everything the jitted functions close over (hashable)."""
+
+  graphdef: Any
+  autoencoder: Any
+  objective: FlowMatching
+  tx: Any
+  config: Any
+
+
+def _conditions(static: Static, batch, rng, training: bool):
+  """Latents, Plücker camera map and condition mask of a batch (inside jit)."""
+  c, ae = static.config, static.autoencoder
+  video = batch["frames"].astype(jnp.float32) / 127.5 - 1.0
+  latents = ae.encode(video)
+  b, t, h, w, _ = latents.shape
+  cams = Cameras(K=batch["K"], w2c=batch["w2c"], height=video.shape[2], width=video.shape[3])
+  camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=False)  # poses are window-relative
+  labeled = batch["has_camera"]
+  if training:
+    k1, k2, k3 = jax.random.split(rng, 3)
+    camera = cc2.drop_cameras(k1, camera, labeled, c.train.camera_dropout)
+    i2v = jax.random.uniform(k2, (b,)) < c.train.i2v_prob
+    ext = cc2.sample_extension_frames(k3, b, t, min_frames=1, max_fraction=0.5, extension_prob=c.train.extension_prob)
+    num_cond = jnp.maximum(ext, i2v.astype(jnp.int32))
+  else:
+    camera = camera * labeled[:, None, None, None, None]
+    num_cond = jnp.full((b,), int(c.sample.i2v))
+  cond_mask = cc2.extension_mask(b, (t, h, w), num_cond) if c.model.cond_mask else jnp.zeros((b, t, h, w, 1))
+  return latents, camera, cond_mask
+
+
+def loss_fn(params, static: Static, batch, rng):
+  model = nnx.merge(static.graphdef, params)
+  k_cond, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
+  latents, camera, cond_mask = _conditions(static, batch, k_cond, training=True)
+  noise = jax.random.normal(k_noise, latents.shape, latents.dtype)
+  sigma = static.objective.sample_sigma(k_sigma, latents.shape[0])
+  x_t = static.objective.add_noise(latents, noise, sigma)
+  x_in = cond_mask * latents + (1 - cond_mask) * x_t  # clean condition tokens (I2V / clip extension)
+  text = model.text_encoder(batch["text_ids"], batch["text_mask"])
+  text, text_mask = drop_text(k_text, text, batch["text_mask"], static.config.train.text_dropout)
+  pred = model.dit(x_in, static.objective.model_timesteps(sigma), text, text_mask, camera=camera,
+                   cond_mask=cond_mask if static.config.model.cond_mask else None)
+  return masked_mse(pred.astype(jnp.float32), static.objective.target(latents, noise), 1 - cond_mask)
+
+
+def train_step(state: dict, batch: dict, static: Static):
+  """One optimisation step. `state = {step, params, opt_state[, ema]}`; returns (new state, metrics)."""
+  rng = jax.random.fold_in(jax.random.key(static.config.seed), state["step"])
+  loss, grads = jax.value_and_grad(loss_fn)(state["params"], static, batch, rng)
+  updates, opt_state = static.tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  new = dict(state, step=state["step"] + 1, params=params, opt_state=opt_state)
+  decay = static.config.optimizer.ema_decay
+  if decay > 0:
+    new["ema"] = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state["ema"], params)
+  metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), lr=lr_schedule(static.config)(state["step"]))
+  return new, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def sample(params, static: Static, batch, rng):
+  """CameraCtrl II sampler: Euler with shift over flow matching, 3-way text + camera CFG (eq. 3), first frame clean.
+
+  Returns:
+    `[B, T, H, W, 3]` float video in [-1, 1].
+  """
+  s = static.config.sample
+  model = nnx.merge(static.graphdef, params)
+  latents, camera, cond_mask = _conditions(static, batch, rng, training=False)
+  text = model.text_encoder(batch["text_ids"], batch["text_mask"])
+  blank, blank_mask = null_text(text.shape)
+  use_mask = static.config.model.cond_mask
+
+  def model_fn(latents, timesteps, text, text_mask, camera, cond_mask=None):
+    return model.dit(latents, timesteps, text, text_mask, camera=camera, cond_mask=cond_mask if use_mask else None)
+
+  denoise = guided_denoiser(model_fn, static.objective, text=text, null_text=blank, text_mask=batch["text_mask"],
+                            null_text_mask=blank_mask, camera=camera, w_text=s.w_text, w_cam=s.w_cam,
+                            cond_mask=cond_mask)
+  noise = jax.random.normal(rng, latents.shape, latents.dtype)
+  out = euler(denoise, noise, steps=s.steps, shift=s.shift, clean=latents, clean_mask=cond_mask)
+  return jnp.clip(static.autoencoder.decode(out), -1, 1)
+
+
+def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, fps: float = 8.0) -> list[Path]:
+  """mp4s with ground truth | sample side by side, and the conditioning trajectory as a frusta PNG."""
+  import mediapy  # pylint: disable=import-outside-toplevel
+
+  from camjax import media  # pylint: disable=import-outside-toplevel
+  from camjax.geometry.plot import plot_trajectories  # pylint: disable=import-outside-toplevel
+  media._setup_ffmpeg()  # pylint: disable=protected-access
+  out_dir.mkdir(parents=True, exist_ok=True)
+  paths = []
+  gt = batch["frames"]
+  for i, video in enumerate(videos):
+    sample_u8 = np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    both = np.concatenate([gt[i], sample_u8], axis=2)
+    path = out_dir / f"sample_{i}.mp4"
+    tmp = out_dir / f".sample_{i}.tmp.mp4"
+    mediapy.write_video(tmp, both, fps=fps)
+    os.replace(tmp, path)
+    paths.append(path)
+    cams = Cameras(K=np.asarray(batch["K"][i], np.float64), w2c=np.asarray(batch["w2c"][i], np.float64),
+                   height=gt.shape[2], width=gt.shape[3])
+    plot_trajectories(cams, out_dir / f"trajectory_{i}.png", title=f"sample {i}: {str(batch['caption'][i])[:60]}")
+  return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints, metrics, preemption
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _sync(name: str):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+class _Preemption:
+  """SIGTERM / SIGINT -> save at the next step boundary and exit cleanly (agreed across processes)."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = {}
+    for sig in (signal.SIGTERM,):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+
+  def _handle(self, signum, frame):
+    del frame
+    log.warning("signal %d: checkpointing at the next step and exiting", signum)
+    self.requested = True
+
+  def should_stop(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(np.any(_allgather(self.requested)))
+
+  def restore(self):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+class MetricWriter:
+  """TensorBoard event files (tensorboardX) + `metrics.jsonl` in the workdir, written by process 0 only."""
+
+  def __init__(self, workdir: Path):
+    self.enabled = jax.process_index() == 0
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      self.jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115
+
+  def write(self, step: int, metrics: dict[str, float]):
+    if not self.enabled:
+      return
+    for k, v in metrics.items():
+      self.tb.add_scalar(k, v, step)
+    self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self.jsonl.flush()
+
+  def close(self):
+    if self.enabled:
+      self.tb.close()
+      self.jsonl.close()
+
+
+def checkpoint_manager(workdir: Path, config):
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  options = ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, enable_async_checkpointing=True,
+                                         create=True)
+  return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+
+
+def _save(mngr, step: int, state, data_iter, force: bool = False):
+  import grain  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+
+
+def _restore(mngr, state, data_iter):
+  """Latest checkpoint -> (state, step, data iterator restored?); (state, None, False) when there is none.
+
+  The Grain state is per process (`data/process_i-of-n.json`); a checkpoint written by a different number of processes
+  restores the train state only, and the caller rebuilds the iterator at the step's position in the global stream.
+  """
+  import grain  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  step = mngr.latest_step()
+  if step is None:
+    return state, None, False
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  data_file = (Path(mngr.directory) / str(step) / "data" /
+               f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+  same_layout = bool(np.all(_allgather(data_file.exists())))
+  args = dict(state=ocp.args.StandardRestore(target))
+  if same_layout:
+    args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+  restored = mngr.restore(step, args=ocp.args.Composite(**args))
+  return restored["state"], step, same_layout
+
+
+def _allgather(x) -> np.ndarray:
+  if jax.process_count() == 1:
+    return np.asarray([x])
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunSummary:
+  workdir: Path
+  start_step: int
+  end_step: int
+  first_loss: float | None
+  last_loss: float | None
+  steps_per_sec: float
+  tokens_per_sec: float
+  samples: list[Path]
+  preempted: bool = False
+
+
+def train_and_evaluate(config, workdir) -> RunSummary:
+  """Train (resuming from the latest checkpoint in `workdir`), checkpoint, and sample.
+
+  Raises:
+    TrainingError: non-finite loss (the run stops; the last good checkpoint is kept), unsupported configuration.
+  """
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = sharding.make_mesh(dict(config.mesh))
+  autoencoder = make_autoencoder(config)
+  with sharding.use_mesh(mesh):
+    generator = make_generator(config, autoencoder, mesh)
+    graphdef, params = nnx.split(generator)
+    tx = make_optimizer(config)
+    static = Static(graphdef, autoencoder, FlowMatching(shift=config.objective.shift,
+                                                       density=config.objective.density), tx, config)
+    param_sh = sharding.param_shardings(params, mesh)
+    state = dict(step=jnp.zeros((), jnp.int32), params=params,
+                 opt_state=jax.jit(tx.init, out_shardings=None)(params))
+    if config.optimizer.ema_decay > 0:
+      state["ema"] = params
+    state = jax.device_put(state, jax.tree.map(lambda x: x.sharding, state))  # materialise explicit shardings
+    del param_sh
+
+    dataset = prepare_dataset(config, workdir)
+    data_iter = make_train_iterator(config, dataset)
+    mngr = checkpoint_manager(workdir, config)
+    state, resumed, data_restored = _restore(mngr, state, data_iter)
+    start = int(state["step"])
+    if resumed is not None:
+      log.info("resumed from step %d", resumed)
+      if not data_restored:
+        log.warning("checkpoint written by another number of processes: data resumes at global batch %d", start)
+        data_iter = make_train_iterator(config, dataset, start_step=start)
+
+    state_sh = jax.tree.map(lambda x: x.sharding, state)
+    step_fn = jax.jit(functools.partial(train_step, static=static), donate_argnums=(0,),
+                      out_shardings=(state_sh, None))
+    tokenizer = generator.text_encoder.tokenizer
+    writer = MetricWriter(workdir)
+    preemption = _Preemption()
+    total = int(config.train.steps)
+    first_loss = last_loss = None
+    samples: list[Path] = []
+    t0, timed_steps, preempted = None, 0, False
+    tokens_per_step = _tokens_per_step(config, autoencoder)
+    bar = None
+    try:
+      from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+      bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=jax.process_index() != 0)
+      for step in range(start, total):
+        batch = to_global(_host_batch(next(data_iter), tokenizer), mesh)
+        state, metrics = step_fn(state, batch)
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+          raise TrainingError(f"non-finite loss {loss} at step {step + 1}; stopping. The last good checkpoint "
+                              f"(step {mngr.latest_step()}) in {workdir / 'checkpoints'} is kept")
+        if t0 is None:
+          t0 = time.perf_counter()  # exclude compilation
+        else:
+          timed_steps += 1
+        first_loss = loss if first_loss is None else first_loss
+        last_loss = loss
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if done % config.train.log_every == 0 or done == total:
+          m = {k: float(v) for k, v in metrics.items()}
+          if timed_steps:
+            rate = timed_steps / (time.perf_counter() - t0)
+            m.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step)
+          writer.write(done, m)
+        stop = preemption.should_stop()
+        if done % config.train.checkpoint_every == 0 or done == total or stop:
+          _save(mngr, done, state, data_iter, force=stop)
+        if config.sample.every and done % config.sample.every == 0 and done != total:
+          samples = _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir, done)
+        if stop:
+          preempted = True
+          log.warning("preempted: saved step %d, exiting", done)
+          break
+      bar.close()
+      mngr.wait_until_finished()
+      end = int(state["step"])
+      if not preempted and end >= total:
+        samples = _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir, end)
+    finally:
+      if bar is not None:
+        bar.close()
+      preemption.restore()
+      writer.close()
+      mngr.wait_until_finished()
+      mngr.close()
+  rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
+  return RunSummary(workdir, start, int(state["step"]), first_loss, last_loss, rate, rate * tokens_per_step, samples,
+                    preempted)
+
+
+def _tokens_per_step(config, autoencoder) -> int:
+  d = config.data
+  t, h, w, _ = autoencoder.latent_shape(d.num_frames, d.height, d.width)
+  return d.batch_size * t * h * w // (2 * 2)
+
+
+def _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
+  host = eval_batch(config, dataset)
+  batch = _host_batch(host, tokenizer)
+  n = len(batch["frames"])
+  shards = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  pad = -n % shards  # the batch axis is sharded over data x fsdp: repeat the last sample to fill it
+  batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
+  batch = jax.device_put(batch, NamedSharding(mesh, P()))  # small: replicated on every process
+  params = state.get("ema", state["params"])
+  rng = jax.random.key(config.seed + 7)
+  videos = jax.jit(functools.partial(sample, static=static), out_shardings=NamedSharding(mesh, P()))(
+      params, batch=batch, rng=rng)
+  videos = np.asarray(jax.device_get(videos))[:n]
+  if jax.process_index() != 0:
+    return []
+  return write_samples(videos, host, workdir / "samples" / f"step_{step:06d}", fps=float(host["fps"][0]))

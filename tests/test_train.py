@@ -1,0 +1,180 @@
+"""The main job: configs, one step of every CPU variant, resume after SIGTERM / SIGKILL, non-finite loss, 2 processes."""
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camjax import train
+from camjax.data.pipeline import make_pipeline
+from camjax.data.synthetic import SyntheticSource
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+
+
+def load_config_module(path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _fast(config, workdir_steps=1):
+  """Keep the model and data shapes of a variant but make the run short (few scenes, one step, 1 sampler step)."""
+  config.train.steps = workdir_steps
+  config.train.checkpoint_every = 1
+  config.data.num_scenes = 2
+  config.sample.num = 1
+  config.sample.steps = 1
+  return config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_and_variant_loads(path):
+  module = load_config_module(path)
+  for variant in ("default", "test", "re10k", "wan1_3b", "wan14b"):
+    config = module.get_config(variant)
+    assert config.variant == variant
+    assert config.train.steps > 0 and config.data.batch_size > 0
+  with pytest.raises(ValueError, match="unknown"):
+    module.get_config("nope")
+
+
+@pytest.mark.parametrize("variant", ["default", "re10k"])
+def test_one_training_step_of_every_cpu_variant(variant, tmp_path, shared_data):
+  module = load_config_module(ROOT / "configs" / "cameractrl2.py")
+  assert set(module.CPU_VARIANTS) == {"default", "test", "re10k"}  # "test" is trained by the resume test below
+  config = _fast(module.get_config(variant))
+  if variant == "re10k":
+    config.data.path = str(shared_data / "re10k_clips")
+  summary = train.train_and_evaluate(config, tmp_path)
+  assert summary.end_step == 1 and np.isfinite(summary.last_loss)
+  assert summary.samples and summary.samples[0].stat().st_size > 0
+  assert (summary.samples[0].parent / "trajectory_0.png").exists()
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  module = load_config_module(ROOT / "configs" / "cameractrl2.py")
+  config = _fast(module.get_config("test"), workdir_steps=6)
+  config.optimizer.update(lr=1e30, warmup_init_lr=1e30, end_lr=1e30, grad_clip=1e30)
+  with pytest.raises(train.TrainingError, match=r"non-finite loss .* at step (\d+)") as err:
+    train.train_and_evaluate(config, tmp_path)
+  bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved and max(saved) == bad_step - 1  # everything before the bad step, nothing after
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Subprocess runs of `python -m camjax.main`
+# ----------------------------------------------------------------------------------------------------------------------
+
+RUN = ["--config=configs/cameractrl2.py:test", "--config.train.steps=8", "--config.train.checkpoint_every=2",
+       "--config.train.log_every=1", "--config.sample.steps=1"]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+
+
+def _main(workdir, *extra, wait=True):
+  cmd = [sys.executable, "-m", "camjax.main", *RUN, f"--workdir={workdir}", *extra]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  if wait:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+  return proc
+
+
+def _losses(workdir) -> dict[int, float]:
+  """Last logged loss per step (a resumed run re-logs the steps after its checkpoint)."""
+  out = {}
+  for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines():
+    row = json.loads(line)
+    out[row["step"]] = row["loss"]
+  return out
+
+
+def _wait_for_step(proc, workdir, step, timeout=300):
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    path = Path(workdir) / "metrics.jsonl"
+    if path.exists() and any(json.loads(l)["step"] >= step for l in path.read_text().splitlines() if l.strip()):
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended early: {proc.stdout.read()[-3000:]}")
+    time.sleep(0.2)
+  raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("uninterrupted")
+  out = _main(workdir)
+  assert "trained to step 8" in out and "samples in" in out
+  return workdir
+
+
+def test_sigterm_then_sigkill_resume_matches_uninterrupted_run(uninterrupted, tmp_path):
+  ref = _losses(uninterrupted)
+  assert sorted(ref) == list(range(1, 9))
+  # 1. SIGTERM: the run saves at the next step boundary and exits cleanly.
+  proc = _main(tmp_path, wait=False)
+  _wait_for_step(proc, tmp_path, 3)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0 and "preempted" in out, out[-2000:]
+  # 2. Restart, then SIGKILL mid-run (possibly mid-save).
+  proc = _main(tmp_path, wait=False)
+  _wait_for_step(proc, tmp_path, 6)
+  proc.kill()
+  proc.wait()
+  # 3. Restart to the end: resumes from the last complete checkpoint, same losses as the uninterrupted run.
+  out = _main(tmp_path)
+  assert "resumed at step" in out
+  got = _losses(tmp_path)
+  assert sorted(got) == sorted(ref)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)], rtol=1e-6)
+
+
+def test_process_sharding_reproduces_the_global_batch():
+  source = SyntheticSource(4, num_frames=5, height=16, width=16, num_tracks=0)
+  kw = dict(num_frames=5, height=16, width=16, stride=(1, 1), seed=3, unlabeled_source=source, unlabeled_ratio=(4, 1))
+  single = iter(make_pipeline(source, batch_size=2, process_index=0, process_count=1, **kw))
+  parts = [iter(make_pipeline(source, batch_size=1, process_index=i, process_count=2, **kw)) for i in range(2)]
+  for _ in range(3):
+    a = next(single)
+    b = [next(p) for p in parts]
+    np.testing.assert_array_equal(a["frames"], np.concatenate([x["frames"] for x in b]))
+    np.testing.assert_array_equal(a["has_camera"], np.concatenate([x["has_camera"] for x in b]))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_and_share_checkpoints(uninterrupted, tmp_path):
+  """`launch/local_multiprocess.sh 2 ...`: the same losses as one process with the same global batch."""
+  script = ROOT / "launch" / "local_multiprocess.sh"
+  env = dict(_env(), CAMJAX_PORT=str(_free_port()), PYTHON=sys.executable)
+  cmd = ["bash", str(script), "2", *RUN, f"--workdir={tmp_path}"]
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+  ref, got = _losses(uninterrupted), _losses(tmp_path)
+  assert sorted(got) == sorted(ref)
+  np.testing.assert_allclose([got[s] for s in sorted(ref)], [ref[s] for s in sorted(ref)], rtol=1e-5)
+  # A single process resumes from the 2-process checkpoint (and continues to step 10).
+  out = _main(tmp_path, "--config.train.steps=10")
+  assert "resumed at step 8" in out
