@@ -455,13 +455,9 @@ def train_and_evaluate(config, workdir) -> RunSummary:
     tx = make_optimizer(config)
     static = Static(graphdef, autoencoder, FlowMatching(shift=config.objective.shift,
                                                        density=config.objective.density), tx, config)
-    param_sh = sharding.param_shardings(params, mesh)
-    state = dict(step=jnp.zeros((), jnp.int32), params=params,
-                 opt_state=jax.jit(tx.init, out_shardings=None)(params))
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
     if config.optimizer.ema_decay > 0:
       state["ema"] = params
-    state = jax.device_put(state, jax.tree.map(lambda x: x.sharding, state))  # materialise explicit shardings
-    del param_sh
 
     dataset = prepare_dataset(config, workdir)
     data_iter = make_train_iterator(config, dataset)
