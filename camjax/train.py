@@ -470,6 +470,7 @@ def train_and_evaluate(config, workdir) -> RunSummary:
         log.warning("checkpoint written by another number of processes: data resumes at global batch %d", start)
         data_iter = make_train_iterator(config, dataset, start_step=start)
 
+    sample_fn = jax.jit(functools.partial(sample, static=static), out_shardings=NamedSharding(mesh, P()))
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     step_fn = jax.jit(functools.partial(train_step, static=static), donate_argnums=(0,),
                       out_shardings=(state_sh, None))
@@ -511,7 +512,7 @@ def train_and_evaluate(config, workdir) -> RunSummary:
         if done % config.train.checkpoint_every == 0 or done == total or stop:
           _save(mngr, done, state, data_iter, force=stop)
         if config.sample.every and done % config.sample.every == 0 and done != total:
-          samples = _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir, done)
+          samples = _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir, done)
         if stop:
           preempted = True
           log.warning("preempted: saved step %d, exiting", done)
@@ -520,7 +521,7 @@ def train_and_evaluate(config, workdir) -> RunSummary:
       mngr.wait_until_finished()
       end = int(state["step"])
       if not preempted and end >= total:
-        samples = _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir, end)
+        samples = _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir, end)
     finally:
       if bar is not None:
         bar.close()
@@ -539,7 +540,7 @@ def _tokens_per_step(config, autoencoder) -> int:
   return d.batch_size * t * h * w // (2 * 2)
 
 
-def _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
+def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
   host = eval_batch(config, dataset)
   batch = _host_batch(host, tokenizer)
   n = len(batch["frames"])
@@ -549,8 +550,7 @@ def _sample_and_write(state, static, config, dataset, tokenizer, mesh, workdir: 
   batch = jax.device_put(batch, NamedSharding(mesh, P()))  # small: replicated on every process
   params = state.get("ema", state["params"])
   rng = jax.random.key(config.seed + 7)
-  videos = jax.jit(functools.partial(sample, static=static), out_shardings=NamedSharding(mesh, P()))(
-      params, batch=batch, rng=rng)
+  videos = sample_fn(params, batch=batch, rng=rng)  # compiled once per run
   videos = np.asarray(jax.device_get(videos))[:n]
   if jax.process_index() != 0:
     return []

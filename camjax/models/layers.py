@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from camjax import sharding
 from camjax.errors import CamjaxError
 
 Names = Sequence[str | None]
@@ -77,13 +76,17 @@ class LayerNorm(nnx.Module):
       self.scale = self.bias = None
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    y = layer_norm(x.astype(jnp.float32), self.eps)
     if self.scale is not None:
       y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
     return y.astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, eps: float) -> jax.Array:
+  """Normalise the last axis to zero mean and unit variance (no affine), in x's dtype."""
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
@@ -107,10 +110,6 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None =
     mask = mask[:, None, None, :].astype(bool)
   impl = None if implementation in (None, "xla") else implementation
   return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-
-
-def constrain(x, names):
-  return sharding.constrain(x, names)
 
 
 def patchify(x: jax.Array, patch_size) -> jax.Array:

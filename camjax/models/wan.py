@@ -28,8 +28,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from camjax import sharding
-from camjax.models.layers import (Dense, LayerNorm, ModelError, PatchEmbed, RMSNorm, attention, gelu_tanh, param,
-                                  unpatchify)
+from camjax.models.layers import (Dense, LayerNorm, ModelError, PatchEmbed, RMSNorm, attention, gelu_tanh, layer_norm,
+                                  param, unpatchify)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -304,7 +304,7 @@ class WanBlock(nnx.Module):
     """x `[B, N, D]`; context `[B, L, D]`; modulation `[B, 6, D]` float32; rope `[N, head_dim / 2]`."""
     mod = self.scale_shift_table[...].astype(jnp.float32) + modulation
     shift, scale, gate, c_shift, c_scale, c_gate = [mod[:, i][:, None] for i in range(6)]
-    ln = lambda a: _layer_norm(a.astype(jnp.float32), self.eps)
+    ln = lambda a: layer_norm(a.astype(jnp.float32), self.eps)
     dtype = x.dtype
 
     h = (ln(x) * (1 + scale) + shift).astype(dtype)
@@ -317,12 +317,6 @@ class WanBlock(nnx.Module):
     h = (ln(x) * (1 + c_scale) + c_shift).astype(dtype)
     x = (x.astype(jnp.float32) + self.ffn(h).astype(jnp.float32) * c_gate).astype(dtype)
     return sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
-
-
-def _layer_norm(x, eps):
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-  return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -449,7 +443,7 @@ class WanDiT(nnx.Module):
 
     mod = self.scale_shift_table[...].astype(jnp.float32) + temb[:, None]  # [B, 2, D]
     shift, scale = mod[:, 0:1], mod[:, 1:2]
-    x = (_layer_norm(x.astype(jnp.float32), c.eps) * (1 + scale) + shift).astype(dtype)
+    x = (layer_norm(x.astype(jnp.float32), c.eps) * (1 + scale) + shift).astype(dtype)
     x = self.proj_out(x)
     return unpatchify(x, grid, c.patch_size)
 

@@ -32,14 +32,14 @@ from camjax.models.wan import WanConfig, WanDiT
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 
-# camjax attribute name -> diffusers module name, where they differ.
-_RENAME = {
-    "to_out": "to_out.0",
-    "proj_in": "net.0.proj",
-    "proj_out": "net.2",
-    "scale": "weight",
-    "kernel": "weight",
-}
+# camjax key fragments -> diffusers key fragments, where they differ (applied to ".path." strings).
+_RENAME = (
+    (".ffn.proj_in.", ".ffn.net.0.proj."),
+    (".ffn.proj_out.", ".ffn.net.2."),
+    (".to_out.", ".to_out.0."),
+    (".kernel.", ".weight."),
+    (".scale.", ".weight."),
+)
 # Top-level camjax modules -> diffusers prefixes.
 _TOP = {
     "time_embedder": "condition_embedder.time_embedder",
@@ -119,8 +119,10 @@ def _diffusers_key(path: Sequence[str]) -> tuple[str | None, str]:
   elif path[0] in _TOP:
     path = _TOP[path[0]].split(".") + path[1:]
   kind = "linear" if path[-1] == "kernel" else "direct"
-  key = ".".join(_RENAME.get(p, p) if i > 0 or p not in ("proj_out",) else p for i, p in enumerate(path))
-  # top-level `proj_out` is diffusers' `proj_out`; inside FFN it is `net.2` (handled by _RENAME above for i > 0).
+  key = "." + ".".join(path) + "."
+  for old, new in _RENAME:
+    key = key.replace(old, new)
+  key = key.strip(".")
   if stacked:
     key = "blocks.{i}." + key
     kind = "stacked_" + kind
