@@ -31,7 +31,7 @@ from camjax.diffusion import FlowMatching, euler, guided_denoiser, masked_mse
 from camjax.errors import CamjaxError
 from camjax.geometry.cameras import Cameras
 from camjax.models import WanDiT, preset
-from camjax.models.autoencoders import PixelAutoencoder
+from camjax.models.autoencoders import PixelAutoencoder, PrecomputedLatents
 from camjax.models.text import ByteTextEncoder, drop_text, null_text
 
 log = logging.getLogger("camjax.train")
@@ -47,7 +47,8 @@ class TrainingError(CamjaxError):
 
 
 class Generator(nnx.Module):
-  """The trainable parts: the WAN DiT and (for the CPU default) the byte-level text encoder."""
+  """The trainable parts: the WAN DiT and (for the CPU default) the byte-level text encoder (None when the records
+  carry precomputed text embeddings)."""
 
   def __init__(self, dit: WanDiT, text_encoder: ByteTextEncoder | None):
     self.dit = dit
@@ -59,34 +60,57 @@ def make_autoencoder(config):
   if ae.kind == "pixel":
     return PixelAutoencoder(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor, scale=ae.scale,
                             shift=ae.shift)
-  raise TrainingError(f"autoencoder kind {ae.kind!r} is not available yet (only 'pixel'); the WAN VAE port and "
-                      "records with precomputed latents arrive in a later release")
+  if ae.kind == "precomputed":  # WAN-VAE latents stored in the records
+    return PrecomputedLatents(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor,
+                              channels=ae.channels)
+  raise TrainingError(f"autoencoder kind {ae.kind!r} is not one of 'pixel', 'precomputed' (records with latents)")
+
+
+_TEXT_KINDS = ("byte", "precomputed")
+_MODEL_FIELDS = ("num_heads", "head_dim", "ffn_dim", "num_layers", "camera", "cond_mask", "dtype", "remat",
+                 "scan_layers", "attention")
 
 
 def wan_config(config, autoencoder):
   m = config.model
-  if config.text.kind != "byte":
-    raise TrainingError(f"text kind {config.text.kind!r} is not available yet (only 'byte'): precomputed umT5 "
-                        "embeddings in records arrive with the WAN text-encoder port")
-  fields = {k: m[k] for k in ("num_heads", "head_dim", "ffn_dim", "num_layers", "camera", "cond_mask", "dtype",
-                              "remat", "scan_layers", "attention")}
+  if config.text.kind not in _TEXT_KINDS:
+    raise TrainingError(f"text kind {config.text.kind!r} is not one of {_TEXT_KINDS}")
+  fields = {k: m[k] for k in _MODEL_FIELDS}
   return preset(m.preset, in_channels=autoencoder.latent_channels, out_channels=autoencoder.latent_channels,
                 text_dim=config.text.width, **fields)
 
 
 def make_generator(config, autoencoder, mesh) -> Generator:
+  """The generator, randomly initialised or (`model.pretrained`) with WAN weights from a diffusers folder.
+
+  Raises:
+    TrainingError: the pretrained model does not match the latent channels or text width of the config.
+  """
   cfg = wan_config(config, autoencoder)
   t = config.text
 
-  def make():
-    rngs = nnx.Rngs(config.seed)
-    if config.model.pretrained:
-      raise TrainingError("pretrained weights go with the WAN variants, which need precomputed latents")
-    dit = WanDiT(cfg, rngs=rngs)
-    enc = ByteTextEncoder(t.width, t.num_layers, t.num_heads, t.max_length, rngs=rngs)
-    return Generator(dit, enc)
+  def make_text_encoder(rngs):
+    if t.kind == "precomputed":
+      return None
+    return ByteTextEncoder(t.width, t.num_layers, t.num_heads, t.max_length, rngs=rngs)
 
-  return sharding.create_sharded(make, mesh)
+  if not config.model.pretrained:
+    def make():
+      rngs = nnx.Rngs(config.seed)
+      return Generator(WanDiT(cfg, rngs=rngs), make_text_encoder(rngs))
+    return sharding.create_sharded(make, mesh)
+
+  options = {k: config.model[k] for k in ("camera", "cond_mask", "dtype", "remat", "scan_layers", "attention")}
+  dit = WanDiT.from_diffusers(config.model.pretrained, mesh=mesh, seed=config.seed, **options)
+  got, want = dit.config, cfg
+  for name in ("in_channels", "out_channels", "text_dim"):
+    if getattr(got, name) != getattr(want, name):
+      raise TrainingError(f"pretrained model {config.model.pretrained}: {name} is {getattr(got, name)} but the config "
+                          f"needs {getattr(want, name)} (autoencoder.channels / text.width)")
+  encoder = None
+  if t.kind != "precomputed":
+    encoder = sharding.create_sharded(lambda: make_text_encoder(nnx.Rngs(config.seed)), mesh)
+  return Generator(dit, encoder)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -154,8 +178,13 @@ def make_train_iterator(config, dataset, start_step: int = 0):
   ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=d.batch_size // n,
                      seed=config.seed, stride=tuple(d.stride), unlabeled_source=unlabeled,
                      unlabeled_ratio=tuple(d.unlabeled_ratio), worker_count=d.worker_count,
-                     start_index=start_step * d.batch_size)
+                     start_index=start_step * d.batch_size, text_length=_text_length(config))
   return iter(ds)
+
+
+def _text_length(config) -> int | None:
+  """Precomputed text embeddings are padded to `text.max_length` tokens by the pipeline."""
+  return config.text.max_length if config.text.kind == "precomputed" else None
 
 
 def eval_batch(config, dataset) -> dict[str, np.ndarray]:
@@ -171,14 +200,23 @@ def eval_batch(config, dataset) -> dict[str, np.ndarray]:
     source = ShardSource(dataset)
   num = min(s.num, len(source))
   ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=num, seed=0,
-                     shuffle=False, num_epochs=1, process_index=0, process_count=1)
+                     shuffle=False, num_epochs=1, process_index=0, process_count=1, text_length=_text_length(config))
   return next(iter(ds))
 
 
 def _host_batch(batch: dict, tokenizer) -> dict[str, np.ndarray]:
-  ids, mask = tokenizer.encode([str(c) for c in batch["caption"]])
-  return dict(frames=batch["frames"], K=batch["K"].astype(np.float32), w2c=batch["w2c"].astype(np.float32),
-              has_camera=batch["has_camera"].astype(bool), text_ids=ids, text_mask=mask)
+  """The arrays the jitted step reads: frames or precomputed latents; token ids or precomputed text embeddings."""
+  out = dict(K=batch["K"].astype(np.float32), w2c=batch["w2c"].astype(np.float32),
+             has_camera=batch["has_camera"].astype(bool))
+  if "latents" in batch:
+    out["latents"] = batch["latents"].astype(np.float32)
+  else:
+    out["frames"] = batch["frames"]
+  if tokenizer is None:
+    out.update(text=batch["text_embeddings"].astype(np.float32), text_mask=batch["text_mask"].astype(bool))
+  else:
+    out["text_ids"], out["text_mask"] = tokenizer.encode([str(c) for c in batch["caption"]])
+  return out
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -215,10 +253,13 @@ class Static:
 def _conditions(static: Static, batch, rng, training: bool):
   """Latents, Plücker camera map and condition mask of a batch (inside jit)."""
   c, ae = static.config, static.autoencoder
-  video = batch["frames"].astype(jnp.float32) / 127.5 - 1.0
-  latents = ae.encode(video)
+  if "latents" in batch:
+    latents = batch["latents"]
+    ae.check_latents(latents)
+  else:
+    latents = ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
   b, t, h, w, _ = latents.shape
-  cams = Cameras(K=batch["K"], w2c=batch["w2c"], height=video.shape[2], width=video.shape[3])
+  cams = Cameras(K=batch["K"], w2c=batch["w2c"], height=c.data.height, width=c.data.width)
   camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=False)  # poses are window-relative
   labeled = batch["has_camera"]
   if training:
@@ -234,6 +275,13 @@ def _conditions(static: Static, batch, rng, training: bool):
   return latents, camera, cond_mask
 
 
+def _text(model: Generator, batch):
+  """`[B, L, D]` text states: precomputed (umT5) embeddings from the batch, or the byte encoder's."""
+  if model.text_encoder is None:
+    return batch["text"]
+  return model.text_encoder(batch["text_ids"], batch["text_mask"])
+
+
 def loss_fn(params, static: Static, batch, rng):
   model = nnx.merge(static.graphdef, params)
   k_cond, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
@@ -242,7 +290,7 @@ def loss_fn(params, static: Static, batch, rng):
   sigma = static.objective.sample_sigma(k_sigma, latents.shape[0])
   x_t = static.objective.add_noise(latents, noise, sigma)
   x_in = cond_mask * latents + (1 - cond_mask) * x_t  # clean condition tokens (I2V / clip extension)
-  text = model.text_encoder(batch["text_ids"], batch["text_mask"])
+  text = _text(model, batch)
   text, text_mask = drop_text(k_text, text, batch["text_mask"], static.config.train.text_dropout)
   pred = model.dit(x_in, static.objective.model_timesteps(sigma), text, text_mask, camera=camera,
                    cond_mask=cond_mask if static.config.model.cond_mask else None)
@@ -272,12 +320,13 @@ def sample(params, static: Static, batch, rng):
   """CameraCtrl II sampler: Euler with shift over flow matching, 3-way text + camera CFG (eq. 3), first frame clean.
 
   Returns:
-    `[B, T, H, W, 3]` float video in [-1, 1].
+    `[B, T, H, W, 3]` float video in [-1, 1]; or the `[B, t, h, w, c]` latents when the autoencoder cannot decode
+    (precomputed latents).
   """
   s = static.config.sample
   model = nnx.merge(static.graphdef, params)
   latents, camera, cond_mask = _conditions(static, batch, rng, training=False)
-  text = model.text_encoder(batch["text_ids"], batch["text_mask"])
+  text = _text(model, batch)
   blank, blank_mask = null_text(text.shape)
   use_mask = static.config.model.cond_mask
 
@@ -289,30 +338,66 @@ def sample(params, static: Static, batch, rng):
                             cond_mask=cond_mask)
   noise = jax.random.normal(rng, latents.shape, latents.dtype)
   out = euler(denoise, noise, steps=s.steps, shift=s.shift, clean=latents, clean_mask=cond_mask)
+  if not getattr(static.autoencoder, "can_decode", True):
+    return out
   return jnp.clip(static.autoencoder.decode(out), -1, 1)
 
 
-def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, fps: float = 8.0) -> list[Path]:
-  """mp4s with ground truth | sample side by side, and the conditioning trajectory as a frusta PNG."""
+def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, image_size: tuple[int, int],
+                  fps: float = 8.0) -> list[Path]:
+  """Writes one folder of samples (the layout `camjax.eval` reads), atomically file by file.
+
+  For every sample i: `generated_<i>.mp4` (the sample alone), `ground_truth_<i>.mp4` and `sample_<i>.mp4` (ground
+  truth | sample side by side) when the batch has frames, `cameras_<i>.txt` (the conditioning cameras, RealEstate10K
+  format), `caption_<i>.txt` and `trajectory_<i>.png` (frusta). Undecodable samples (precomputed latents) are written
+  as `latents_<i>.npy` instead of videos.
+
+  Args:
+    videos: `[B, T, H, W, 3]` float video in [-1, 1], or `[B, t, h, w, c]` latents.
+    batch: the host batch the samples were conditioned on (`K`, `w2c`, `caption`, optionally `frames`).
+    out_dir: the folder (created).
+    image_size: `(H, W)` the intrinsics refer to.
+    fps: frame rate of the mp4s.
+
+  Returns:
+    The paths of the main outputs (`sample_<i>.mp4`, else `generated_<i>.mp4`, else `latents_<i>.npy`).
+  """
   import mediapy  # pylint: disable=import-outside-toplevel
 
   from camjax import media  # pylint: disable=import-outside-toplevel
+  from camjax.geometry.formats import write_re10k  # pylint: disable=import-outside-toplevel
   from camjax.geometry.plot import plot_trajectories  # pylint: disable=import-outside-toplevel
+  from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
   media._setup_ffmpeg()  # pylint: disable=protected-access
   out_dir.mkdir(parents=True, exist_ok=True)
-  paths = []
-  gt = batch["frames"]
-  for i, video in enumerate(videos):
-    sample_u8 = np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    both = np.concatenate([gt[i], sample_u8], axis=2)
-    path = out_dir / f"sample_{i}.mp4"
-    tmp = out_dir / f".sample_{i}.tmp.mp4"
-    mediapy.write_video(tmp, both, fps=fps)
+
+  def write_video(name: str, video: np.ndarray) -> Path:
+    path, tmp = out_dir / name, out_dir / f".{name}.tmp.mp4"
+    mediapy.write_video(tmp, video, fps=fps)
     os.replace(tmp, path)
-    paths.append(path)
+    return path
+
+  height, width = image_size
+  paths = []
+  for i, out in enumerate(np.asarray(videos, np.float32)):
+    caption = str(batch["caption"][i])
+    if out.shape[-1] == 3:
+      sample_u8 = np.round((out + 1) * 127.5).clip(0, 255).astype(np.uint8)
+      main = write_video(f"generated_{i}.mp4", sample_u8)
+      if "frames" in batch:
+        write_video(f"ground_truth_{i}.mp4", batch["frames"][i])
+        main = write_video(f"sample_{i}.mp4", np.concatenate([batch["frames"][i], sample_u8], axis=2))
+    else:
+      main = out_dir / f"latents_{i}.npy"
+      with atomic_write(main, "wb") as f:
+        np.save(f, out)
+    paths.append(main)
     cams = Cameras(K=np.asarray(batch["K"][i], np.float64), w2c=np.asarray(batch["w2c"][i], np.float64),
-                   height=gt.shape[2], width=gt.shape[3])
-    plot_trajectories(cams, out_dir / f"trajectory_{i}.png", title=f"sample {i}: {str(batch['caption'][i])[:60]}")
+                   height=int(height), width=int(width))
+    write_re10k(out_dir / f"cameras_{i}.txt", cams)
+    with atomic_write(out_dir / f"caption_{i}.txt") as f:
+      f.write(caption + "\n")
+    plot_trajectories(cams, out_dir / f"trajectory_{i}.png", title=f"sample {i}: {caption[:60]}")
   return paths
 
 
@@ -474,7 +559,7 @@ def train_and_evaluate(config, workdir) -> RunSummary:
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     step_fn = jax.jit(functools.partial(train_step, static=static), donate_argnums=(0,),
                       out_shardings=(state_sh, None))
-    tokenizer = generator.text_encoder.tokenizer
+    tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
     writer = MetricWriter(workdir)
     preemption = _Preemption()
     total = int(config.train.steps)
@@ -543,7 +628,7 @@ def _tokens_per_step(config, autoencoder) -> int:
 def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
   host = eval_batch(config, dataset)
   batch = _host_batch(host, tokenizer)
-  n = len(batch["frames"])
+  n = len(batch["K"])
   shards = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
   pad = -n % shards  # the batch axis is sharded over data x fsdp: repeat the last sample to fill it
   batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
@@ -554,4 +639,5 @@ def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdi
   videos = np.asarray(jax.device_get(videos))[:n]
   if jax.process_index() != 0:
     return []
-  return write_samples(videos, host, workdir / "samples" / f"step_{step:06d}", fps=float(host["fps"][0]))
+  return write_samples(videos, host, workdir / "samples" / f"step_{step:06d}", (config.data.height, config.data.width),
+                       fps=float(host["fps"][0]))

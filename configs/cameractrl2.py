@@ -14,8 +14,10 @@ Variants (the text after ':'):
   test     Tiny and fast (used by the test-suite): a handful of steps.
   wan1_3b  Paper scale (sec. 4.1): WAN 2.1 T2V 1.3B weights from `model.pretrained` (a diffusers folder), AdamW
            lr 1e-4 with warm-up from 5e-5 over 500 steps, cosine to 1e-5, weight decay 0.01, betas (0.9, 0.95),
-           phase 1 at 192x320, batch 640, 100k steps; latents and umT5 text embeddings must be precomputed in the
-           records until the WAN VAE and text-encoder ports land (the run refuses otherwise).
+           phase 1 at 192x320, batch 640, 100k steps. Until the WAN VAE and umT5 ports land, the records
+           (`data.path`, camjax ArrayRecord shards) carry precomputed, normalised WAN-VAE `latents [21, 24, 40, 16]`
+           of the 81-frame 192x320 clip (the window is the whole clip) and umT5 `text_embeddings [L, 4096]`
+           (padded to 512 tokens). Samples are saved as latents (`latents_<i>.npy`) for offline decoding.
   wan14b   As wan1_3b with the 14B model.
 Any field can be overridden: `--config.train.steps=50 --config.model.num_layers=2`.
 """
@@ -40,8 +42,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dtype="float32", remat="none", scan_layers=True, attention="xla",
       pretrained="",  # diffusers WanTransformer3DModel folder to load
   ))
-  c.autoencoder = ml_collections.ConfigDict(dict(kind="pixel", temporal_factor=4, spatial_factor=8, scale=1.0,
-                                                 shift=0.0))
+  # kind: "pixel" (lossless space-to-depth, `channels` = colour channels) | "precomputed" (records carry VAE latents
+  # with `channels` latent channels; no decoding, samples are saved as latents).
+  c.autoencoder = ml_collections.ConfigDict(dict(kind="pixel", temporal_factor=4, spatial_factor=8, channels=3,
+                                                 scale=1.0, shift=0.0))
+  # kind: "byte" (a small trained byte-level encoder) | "precomputed" (records carry `text_embeddings [L, width]`,
+  # padded / truncated to `max_length` tokens).
   c.text = ml_collections.ConfigDict(dict(kind="byte", width=64, num_layers=1, num_heads=2, max_length=48))
 
   c.data = ml_collections.ConfigDict(dict(
@@ -83,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    ffn_dim=8960 if variant == "wan1_3b" else 13824, num_layers=30 if variant == "wan1_3b" else 40,
                    dtype="bfloat16", remat="dots" if variant == "wan1_3b" else "full", attention="cudnn",
                    pretrained="/path/to/Wan2.1-T2V-diffusers/transformer")
-    c.autoencoder.update(kind="precomputed", temporal_factor=4, spatial_factor=8)
+    c.autoencoder.update(kind="precomputed", temporal_factor=4, spatial_factor=8, channels=16)
     c.text.update(kind="precomputed", width=4096, max_length=512)
     c.data.update(source="shards", path="/path/to/records_with_latents", num_frames=81, height=192, width=320,
                   stride=(1, 3), batch_size=640, worker_count=8)

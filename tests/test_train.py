@@ -178,3 +178,40 @@ def test_two_processes_train_like_one_and_share_checkpoints(uninterrupted, tmp_p
   # A single process resumes from the 2-process checkpoint (and continues to step 10).
   out = _main(tmp_path, "--config.train.steps=10")
   assert "resumed at step 8" in out
+
+
+def test_ema_follows_the_parameters():
+  """`optimizer.ema_decay > 0` keeps `ema = d * ema + (1 - d) * params` after every step (used for sampling)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  from camjax.diffusion import FlowMatching  # pylint: disable=import-outside-toplevel
+  module = load_config_module(ROOT / "configs" / "cameractrl2.py")
+  config = module.get_config("test")
+  config.optimizer.ema_decay = decay = 0.75
+  mesh = sharding.make_mesh(dict(config.mesh))
+  ae = train.make_autoencoder(config)
+  with sharding.use_mesh(mesh):
+    graphdef, params = nnx.split(train.make_generator(config, ae, mesh))
+    tx = train.make_optimizer(config)
+    static = train.Static(graphdef, ae, FlowMatching(), tx, config)
+    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema=params)
+    source = SyntheticSource(2, seed=0, num_frames=9, height=32, width=32, num_tracks=0)
+    host = next(iter(make_pipeline(source, num_frames=9, height=32, width=32, batch_size=2, seed=0)))
+    tokenizer = nnx.merge(graphdef, params).text_encoder.tokenizer
+    batch = train.to_global(train._host_batch(host, tokenizer), mesh)  # pylint: disable=protected-access
+    step = jax.jit(lambda s, b: train.train_step(s, b, static))
+    history = [params]
+    for _ in range(3):
+      state, _ = step(state, batch)
+      history.append(state["params"])
+  expected = history[0]
+  for p in history[1:]:
+    expected = jax.tree.map(lambda e, q: decay * e + (1 - decay) * q, expected, p)
+  leaves_ema, leaves_expected = jax.tree.leaves(state["ema"]), jax.tree.leaves(expected)
+  for e, x in zip(leaves_ema, leaves_expected):
+    np.testing.assert_allclose(np.asarray(e), np.asarray(x), rtol=1e-5, atol=1e-7)
+  moved = [float(jnp.abs(e - p).max()) for e, p in zip(leaves_ema, jax.tree.leaves(history[-1]))]
+  assert max(moved) > 0  # the EMA lags the parameters

@@ -74,13 +74,15 @@ class Window(grain.transforms.RandomMap):
   """Validates a record and samples a training window (module-level class so Grain workers can pickle it)."""
 
   def __init__(self, num_frames: int, height: int, width: int, stride: tuple[int, int] = (1, 1),
-               reference: str = "first", with_depth: bool = False, on_error: str = "skip"):
+               reference: str = "first", with_depth: bool = False, on_error: str = "skip",
+               text_length: int | None = None):
     if on_error not in ("skip", "raise"):
       raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if reference not in ("first", "none"):
       raise ValueError(f"reference must be 'first' or 'none', got {reference!r}")
     self.num_frames, self.height, self.width = num_frames, height, width
     self.stride, self.reference, self.with_depth, self.on_error = tuple(stride), reference, with_depth, on_error
+    self.text_length = text_length
     self.stats = SkipStats()
 
   def random_map(self, record: ClipRecord, rng: np.random.Generator):
@@ -107,6 +109,8 @@ class Window(grain.transforms.RandomMap):
     if not isinstance(record, ClipRecord):
       raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
     record.validate()
+    if record.frames is None:
+      return self._latent_window(record, reference_w2c)
     T = record.num_frames
     lo, hi = self.stride
     max_stride = min(hi, (T - 1) // max(self.num_frames - 1, 1)) if self.num_frames > 1 else hi
@@ -117,6 +121,26 @@ class Window(grain.transforms.RandomMap):
     start = int(rng.integers(0, T - span + 1))
     indices = start + stride * np.arange(self.num_frames)
     out = resize_center_crop_window(record, indices, self.height, self.width, self.with_depth)
+    return self._finish(record, out, reference_w2c, stride, indices)
+
+  def _latent_window(self, record: ClipRecord, reference_w2c) -> dict[str, Any]:
+    """A record with precomputed latents and no frames: the latents encode the whole clip at the stored size (a
+    causal VAE's latent frame 0 holds frame 0 alone, so windows cannot start later), hence the window is the clip."""
+    T = record.num_frames
+    if T != self.num_frames or (record.height, record.width) != (self.height, self.width):
+      raise RecordError(record.clip_id, f"precomputed latents cover the whole clip ({T} frames at "
+                        f"{record.height}x{record.width}); the pipeline asks for {self.num_frames} frames at "
+                        f"{self.height}x{self.width}: precompute latents at the training size")
+    indices = np.arange(T)
+    out = {"cameras": record.cameras, "latents": np.asarray(record.latents, np.float32)}
+    if self.with_depth:
+      if record.depth is None:
+        raise RecordError(record.clip_id, "the pipeline asks for depth but the record has none")
+      out["depth"] = np.asarray(record.depth, np.float32)
+    return self._finish(record, out, reference_w2c, 1, indices)
+
+  def _finish(self, record: ClipRecord, out: dict[str, Any], reference_w2c, stride: int,
+              indices: np.ndarray) -> dict[str, Any]:
     cams = out.pop("cameras")
     if not record.has_camera:
       w2c = _identity_poses(cams.w2c.shape)
@@ -128,7 +152,24 @@ class Window(grain.transforms.RandomMap):
                has_camera=np.bool_(record.has_camera), caption=np.str_(record.caption),
                clip_id=np.str_(record.clip_id), fps=np.float32(record.fps), stride=np.int32(stride),
                frame_indices=indices.astype(np.int32))
+    if self.text_length is not None:
+      out.update(_pad_text(record, self.text_length))
     return out
+
+
+def _pad_text(record: ClipRecord, length: int) -> dict[str, np.ndarray]:
+  """Precomputed text embeddings `[L, D]` padded / truncated to `[length, D]`, with a `[length]` validity mask."""
+  if record.text_embeddings is None:
+    raise RecordError(record.clip_id, "the pipeline asks for precomputed text embeddings but the record has none")
+  emb = np.asarray(record.text_embeddings, np.float32)
+  if emb.ndim != 2 or not np.isfinite(emb).all():
+    raise RecordError(record.clip_id, f"text_embeddings must be finite [L, D], got {emb.shape}")
+  n = min(len(emb), length)
+  text = np.zeros((length, emb.shape[1]), np.float32)
+  text[:n] = emb[:n]
+  mask = np.zeros((length,), bool)
+  mask[:n] = True
+  return {"text_embeddings": text, "text_mask": mask}
 
 
 class StripCamera(grain.transforms.Map):
@@ -176,7 +217,7 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
                   shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
                   drop_remainder: bool = True, worker_count: int = 0, paired: bool = False,
-                  start_index: int = 0) -> grain.IterDataset:
+                  start_index: int = 0, text_length: int | None = None) -> grain.IterDataset:
   """Builds the training input pipeline.
 
   Args:
@@ -199,13 +240,18 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
       `tgt_`, the same frame indices for both, both posed relative to the source's first frame.
     start_index: skip the first `start_index` elements of the global stream (before sharding by process), e.g.
       `step * global_batch` to resume at a step with a different process count than the checkpoint's.
+    text_length: also yield the records' precomputed `text_embeddings` padded / truncated to `[B, text_length, D]`
+      with a `text_mask [B, text_length]` (records without them are corrupt for this pipeline).
+
+  Records with precomputed `latents` and no frames yield `latents [B, t, h, w, c]` instead of `frames`; their window
+  is the whole clip, so `num_frames`, `height`, `width` must match the records.
 
   Returns:
     A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  window = Window(num_frames, height, width, stride, reference, with_depth, on_error)
+  window = Window(num_frames, height, width, stride, reference, with_depth, on_error, text_length)
 
   def prepare(src, salt: int) -> grain.MapDataset:
     ds = grain.MapDataset.source(src).seed(seed + salt)

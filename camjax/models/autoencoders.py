@@ -159,6 +159,11 @@ def _check_positive_int(name: str, value) -> None:
     raise AutoencoderError(f"{name} must be a positive int, got {value!r}")
 
 
+def _check_factors(ae) -> None:
+  for name in ("temporal_factor", "spatial_factor", "channels"):
+    _check_positive_int(name, getattr(ae, name))
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelAutoencoder(AutoencoderShapes):
   """Lossless space-to-depth "autoencoder": no weights, an exact invertible reshuffle of pixels into channels.
@@ -202,9 +207,7 @@ class PixelAutoencoder(AutoencoderShapes):
   shift: float = 0.0
 
   def __post_init__(self):
-    _check_positive_int("temporal_factor", self.temporal_factor)
-    _check_positive_int("spatial_factor", self.spatial_factor)
-    _check_positive_int("channels", self.channels)
+    _check_factors(self)
     if not math.isfinite(self.scale) or self.scale == 0:
       raise AutoencoderError(f"scale must be finite and non-zero, got {self.scale!r}")
     if not math.isfinite(self.shift):
@@ -264,3 +267,44 @@ class PixelAutoencoder(AutoencoderShapes):
     video = einops.rearrange(z, "b t h w (ft fy fx c) -> b (t ft) (h fy) (w fx) c", ft=tf, fy=sf, fx=sf,
                              c=self.channels)
     return video[:, tf - 1:]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecomputedLatents(AutoencoderShapes):
+  """The shape contract of a learned VAE whose latents were computed offline and stored in the records.
+
+  Paper-scale training (CameraCtrl II on WAN 2.1) reads WAN-VAE latents from `ClipRecord.latents` until the WAN VAE
+  is ported: training needs only the shapes, so this class carries the factors and channel count and refuses to
+  encode or decode. Latents are expected already normalised the way the DiT was trained (WAN: per-channel
+  `(z - mean) / std`).
+
+  Attributes:
+    temporal_factor: frames per latent frame after the first (WAN VAE: 4).
+    spatial_factor: pixels per latent cell along height and width (WAN VAE: 8).
+    channels: latent channels (WAN VAE: 16).
+
+  Raises:
+    AutoencoderError: on construction, a non-positive factor or channel count; `encode` / `decode` always.
+  """
+
+  temporal_factor: int = 4
+  spatial_factor: int = 8
+  channels: int = 16
+
+  def __post_init__(self):
+    _check_factors(self)
+
+  @property
+  def latent_channels(self) -> int:
+    return self.channels
+
+  @property
+  def can_decode(self) -> bool:
+    return False
+
+  def encode(self, video):
+    raise AutoencoderError("PrecomputedLatents cannot encode video: the records must carry `latents` (precompute "
+                           "them with the VAE the DiT was trained with)")
+
+  def decode(self, latents):
+    raise AutoencoderError("PrecomputedLatents cannot decode latents: decode them offline with the matching VAE")
