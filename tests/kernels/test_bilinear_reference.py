@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from camjax.kernels.bilinear import bilinear_sample, bilinear_scatter
+from camjax.kernels.bilinear.reference import bilinear_sample, bilinear_scatter
 
 
 def naive_sample(grid, coords):
