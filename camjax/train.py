@@ -119,11 +119,42 @@ def make_generator(config, autoencoder, mesh) -> Generator:
 
 
 def lr_schedule(config):
+  """Warm-up from `warmup_init_lr` to `lr`, cosine decay to `end_lr`; phase 2 (when on) restarts the same shape."""
   o = config.optimizer
-  total = max(int(config.train.steps), o.warmup_steps + 1)
-  warmup = optax.linear_schedule(o.warmup_init_lr, o.lr, o.warmup_steps)
-  cosine = optax.cosine_decay_schedule(o.lr, total - o.warmup_steps, alpha=o.end_lr / o.lr)
-  return optax.join_schedules([warmup, cosine], [o.warmup_steps])
+
+  def phase(steps):
+    total = max(int(steps), o.warmup_steps + 1)
+    warmup = optax.linear_schedule(o.warmup_init_lr, o.lr, o.warmup_steps)
+    cosine = optax.cosine_decay_schedule(o.lr, total - o.warmup_steps, alpha=o.end_lr / o.lr)
+    return optax.join_schedules([warmup, cosine], [o.warmup_steps])
+
+  if not config.phase2.steps:
+    return phase(config.train.steps)
+  return optax.join_schedules([phase(config.train.steps), phase(config.phase2.steps)], [int(config.train.steps)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A training phase: the config it runs with and its global step range `[start, end)`."""
+
+  config: Any
+  start: int
+  end: int
+
+
+def training_phases(config) -> list[Phase]:
+  """Phase 1 (`train.steps` single-clip steps), then phase 2 when `phase2.steps > 0` (CameraCtrl II sec. 4.1: clip
+  extension on, optionally another resolution / clip length / batch / data path), continuing the same run."""
+  phases = [Phase(config, 0, int(config.train.steps))]
+  p2 = config.phase2
+  if p2.steps:
+    c = config.copy_and_resolve_references()
+    c.data.update(height=p2.height or c.data.height, width=p2.width or c.data.width,
+                  num_frames=p2.num_frames or c.data.num_frames, batch_size=p2.batch_size or c.data.batch_size,
+                  path=p2.path or c.data.path)
+    c.train.extension_prob = p2.extension_prob
+    phases.append(Phase(c, phases[0].end, phases[0].end + int(p2.steps)))
+  return phases
 
 
 def make_optimizer(config):
@@ -145,9 +176,10 @@ def prepare_dataset(config, workdir: Path):
   if d.source == "shards":
     return shards.dataset_dir(d.path)
   if d.source == "synthetic":
-    out = cache / f"synthetic_{d.num_scenes}x{d.num_frames}f{d.render_size}px_seed{config.seed}"
+    frames = d.render_frames or d.num_frames
+    out = cache / f"synthetic_{d.num_scenes}x{frames}f{d.render_size}px_seed{config.seed}"
     make = lambda: synthetic.write_dataset(out, d.num_scenes, seed=config.seed, resolution=d.render_size,
-                                           frames=d.num_frames, tracks=0, progress=jax.process_index() == 0)
+                                           frames=frames, tracks=0, progress=jax.process_index() == 0)
   elif d.source == "re10k":
     if not d.path or not Path(d.path).exists():
       raise TrainingError(f"data.path {d.path!r} does not exist (a folder of RealEstate10K pose files + videos)")
@@ -178,7 +210,8 @@ def make_train_iterator(config, dataset, start_step: int = 0):
   ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=d.batch_size // n,
                      seed=config.seed, stride=tuple(d.stride), unlabeled_source=unlabeled,
                      unlabeled_ratio=tuple(d.unlabeled_ratio), worker_count=d.worker_count,
-                     start_index=start_step * d.batch_size, text_length=_text_length(config))
+                     start_index=start_step * d.batch_size, text_length=_text_length(config),
+                     global_reference=config.train.extension_reference_range if config.train.extension_prob else 0)
   return iter(ds)
 
 
@@ -212,6 +245,10 @@ def _host_batch(batch: dict, tokenizer) -> dict[str, np.ndarray]:
     out["latents"] = batch["latents"].astype(np.float32)
   else:
     out["frames"] = batch["frames"]
+  if "reference_w2c" in batch:
+    out["reference_w2c"] = batch["reference_w2c"].astype(np.float32)
+  if "num_cond" in batch:
+    out["num_cond"] = np.asarray(batch["num_cond"], np.int32)
   if tokenizer is None:
     out.update(text=batch["text_embeddings"].astype(np.float32), text_mask=batch["text_mask"].astype(bool))
   else:
@@ -250,8 +287,21 @@ class Static:
   config: Any
 
 
+def extension_latent_frames(min_frames: int, temporal_factor: int) -> int:
+  """Latent frames that hold `min_frames` video frames of a causal VAE (5 frames -> 2 latent frames at 4x)."""
+  return 1 + -(-(max(int(min_frames), 1) - 1) // temporal_factor)
+
+
 def _conditions(static: Static, batch, rng, training: bool):
-  """Latents, Plücker camera map and condition mask of a batch (inside jit)."""
+  """Latents, Plücker camera map and condition mask of a batch (inside jit).
+
+  Training draws, per sample: camera dropout, I2V (first latent frame clean) and clip extension (CameraCtrl II sec.
+  3.4: the first `n` latent frames clean, `n` from `train.extension_min_frames` video frames up to
+  `train.extension_max_fraction` of the clip). Extension samples are posed relative to `batch["reference_w2c"]` (the
+  first frame of the exploration they continue) when `train.extension_reference == "global"`, and relative to the
+  window's first frame otherwise (the per-clip ablation of Table 5). Sampling reads the number of clean latent
+  frames from `batch["num_cond"] [B]` when present (exploration), else `sample.i2v`.
+  """
   c, ae = static.config, static.autoencoder
   if "latents" in batch:
     latents = batch["latents"]
@@ -259,18 +309,26 @@ def _conditions(static: Static, batch, rng, training: bool):
   else:
     latents = ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
   b, t, h, w, _ = latents.shape
-  cams = Cameras(K=batch["K"], w2c=batch["w2c"], height=c.data.height, width=c.data.width)
-  camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=False)  # poses are window-relative
+  w2c = batch["w2c"]
   labeled = batch["has_camera"]
   if training:
     k1, k2, k3 = jax.random.split(rng, 3)
-    camera = cc2.drop_cameras(k1, camera, labeled, c.train.camera_dropout)
     i2v = jax.random.uniform(k2, (b,)) < c.train.i2v_prob
-    ext = cc2.sample_extension_frames(k3, b, t, min_frames=1, max_fraction=0.5, extension_prob=c.train.extension_prob)
+    ext = cc2.sample_extension_frames(k3, b, t, extension_latent_frames(c.train.extension_min_frames,
+                                                                        ae.temporal_factor),
+                                      c.train.extension_max_fraction, c.train.extension_prob)
     num_cond = jnp.maximum(ext, i2v.astype(jnp.int32))
+    if "reference_w2c" in batch and c.train.extension_reference == "global":
+      glob = w2c @ jnp.linalg.inv(batch["reference_w2c"])[:, None]
+      w2c = jnp.where((ext > 0)[:, None, None, None], glob, w2c)
+  else:
+    num_cond = batch["num_cond"] if "num_cond" in batch else jnp.full((b,), int(c.sample.i2v))
+  cams = Cameras(K=batch["K"], w2c=w2c, height=c.data.height, width=c.data.width)
+  camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=False)  # poses as given
+  if training:
+    camera = cc2.drop_cameras(k1, camera, labeled, c.train.camera_dropout)
   else:
     camera = camera * labeled[:, None, None, None, None]
-    num_cond = jnp.full((b,), int(c.sample.i2v))
   cond_mask = cc2.extension_mask(b, (t, h, w), num_cond) if c.model.cond_mask else jnp.zeros((b, t, h, w, 1))
   return latents, camera, cond_mask
 
@@ -282,19 +340,39 @@ def _text(model: Generator, batch):
   return model.text_encoder(batch["text_ids"], batch["text_mask"])
 
 
+def denoising_loss(dit: WanDiT, objective: FlowMatching, latents, noise, sigma, text, text_mask, camera, cond_mask,
+                   use_cond_mask: bool = True):
+  """CameraCtrl II eq. 1 with clean condition tokens (sec. 3.4): condition tokens (`cond_mask = 1`) enter the DiT
+  clean and are left out of the loss; the rest are noised to `sigma` and regressed to the objective's target.
+
+  Args:
+    dit: the DiT.
+    objective: flow matching (`add_noise`, `target`, `model_timesteps`).
+    latents: `[B, t, h, w, c]` clean latents; noise: the same shape; sigma: `[B]` in (0, 1).
+    text, text_mask: `[B, L, D]`, `[B, L]`.
+    camera: `[B, t, h, w, 6]` Plücker map; cond_mask: `[B, t, h, w, 1]` (1 = condition).
+    use_cond_mask: feed the mask channel to the DiT (`model.cond_mask`).
+
+  Returns:
+    Scalar mean squared error over generated tokens.
+  """
+  x_t = objective.add_noise(latents, noise, sigma)
+  x_in = cond_mask * latents + (1 - cond_mask) * x_t
+  pred = dit(x_in, objective.model_timesteps(sigma), text, text_mask, camera=camera,
+             cond_mask=cond_mask if use_cond_mask else None)
+  return masked_mse(pred.astype(jnp.float32), objective.target(latents, noise), 1 - cond_mask)
+
+
 def loss_fn(params, static: Static, batch, rng):
   model = nnx.merge(static.graphdef, params)
   k_cond, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
   latents, camera, cond_mask = _conditions(static, batch, k_cond, training=True)
   noise = jax.random.normal(k_noise, latents.shape, latents.dtype)
   sigma = static.objective.sample_sigma(k_sigma, latents.shape[0])
-  x_t = static.objective.add_noise(latents, noise, sigma)
-  x_in = cond_mask * latents + (1 - cond_mask) * x_t  # clean condition tokens (I2V / clip extension)
   text = _text(model, batch)
   text, text_mask = drop_text(k_text, text, batch["text_mask"], static.config.train.text_dropout)
-  pred = model.dit(x_in, static.objective.model_timesteps(sigma), text, text_mask, camera=camera,
-                   cond_mask=cond_mask if static.config.model.cond_mask else None)
-  return masked_mse(pred.astype(jnp.float32), static.objective.target(latents, noise), 1 - cond_mask)
+  return denoising_loss(model.dit, static.objective, latents, noise, sigma, text, text_mask, camera, cond_mask,
+                        static.config.model.cond_mask)
 
 
 def train_step(state: dict, batch: dict, static: Static):
@@ -532,46 +610,67 @@ def train_and_evaluate(config, workdir) -> RunSummary:
   """
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+    with atomic_write(workdir / "config.json") as f:  # what `camjax.explore` rebuilds the model from
+      f.write(config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(dict(config.mesh))
-  autoencoder = make_autoencoder(config)
+  phases = training_phases(config)
+  total = phases[-1].end
   with sharding.use_mesh(mesh):
-    generator = make_generator(config, autoencoder, mesh)
-    graphdef, params = nnx.split(generator)
-    tx = make_optimizer(config)
-    static = Static(graphdef, autoencoder, FlowMatching(shift=config.objective.shift,
-                                                       density=config.objective.density), tx, config)
-    state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
-    if config.optimizer.ema_decay > 0:
-      state["ema"] = params
+    model = build_model(config, mesh)
+    state = model.state
 
-    dataset = prepare_dataset(config, workdir)
-    data_iter = make_train_iterator(config, dataset)
+    def phase_fns(phase: Phase):
+      static = dataclasses.replace(model.static, config=phase.config)
+      sample_fn = jax.jit(functools.partial(sample, static=static), out_shardings=NamedSharding(mesh, P()))
+      step_fn = jax.jit(functools.partial(train_step, static=static), donate_argnums=(0,),
+                        out_shardings=(jax.tree.map(lambda x: x.sharding, state), None))
+      return step_fn, sample_fn
+
+    datasets = {}
+
+    def dataset_of(phase: Phase):
+      key = (phase.config.data.source, phase.config.data.path)
+      if key not in datasets:
+        datasets[key] = prepare_dataset(phase.config, workdir)
+      return datasets[key]
+
     mngr = checkpoint_manager(workdir, config)
+    latest = mngr.latest_step() or 0
+    cur = next(i for i, ph in enumerate(phases) if latest <= ph.end or i == len(phases) - 1)
+    phase = phases[cur]
+    data_iter = make_train_iterator(phase.config, dataset_of(phase))
     state, resumed, data_restored = _restore(mngr, state, data_iter)
     start = int(state["step"])
     if resumed is not None:
       log.info("resumed from step %d", resumed)
       if not data_restored:
         log.warning("checkpoint written by another number of processes: data resumes at global batch %d", start)
-        data_iter = make_train_iterator(config, dataset, start_step=start)
-
-    sample_fn = jax.jit(functools.partial(sample, static=static), out_shardings=NamedSharding(mesh, P()))
-    state_sh = jax.tree.map(lambda x: x.sharding, state)
-    step_fn = jax.jit(functools.partial(train_step, static=static), donate_argnums=(0,),
-                      out_shardings=(state_sh, None))
-    tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
+        data_iter = make_train_iterator(phase.config, dataset_of(phase), start_step=start - phase.start)
+    step_fn, sample_fn = phase_fns(phase)
+    tokenizer = model.tokenizer
     writer = MetricWriter(workdir)
     preemption = _Preemption()
-    total = int(config.train.steps)
     first_loss = last_loss = None
     samples: list[Path] = []
     t0, timed_steps, preempted = None, 0, False
-    tokens_per_step = _tokens_per_step(config, autoencoder)
+    tokens_per_step = _tokens_per_step(phase.config, model.autoencoder)
     bar = None
     try:
       from tqdm import tqdm  # pylint: disable=import-outside-toplevel
       bar = tqdm(total=total, initial=start, desc="train", unit="step", disable=jax.process_index() != 0)
       for step in range(start, total):
+        if step == phase.end:  # next phase: its data, its jitted functions (new shapes compile once)
+          cur += 1
+          phase = phases[cur]
+          log.info("phase %d from step %d (clip extension p=%.2f, %d frames at %dx%d)", cur + 1, step,
+                   phase.config.train.extension_prob, phase.config.data.num_frames, phase.config.data.height,
+                   phase.config.data.width)
+          data_iter = make_train_iterator(phase.config, dataset_of(phase))
+          step_fn, sample_fn = phase_fns(phase)
+          tokens_per_step = _tokens_per_step(phase.config, model.autoencoder)
+          t0, timed_steps = None, 0
         batch = to_global(_host_batch(next(data_iter), tokenizer), mesh)
         state, metrics = step_fn(state, batch)
         loss = float(metrics["loss"])
@@ -589,15 +688,17 @@ def train_and_evaluate(config, workdir) -> RunSummary:
         bar.set_postfix(loss=f"{loss:.4f}")
         if done % config.train.log_every == 0 or done == total:
           m = {k: float(v) for k, v in metrics.items()}
+          m["phase"] = cur + 1
           if timed_steps:
             rate = timed_steps / (time.perf_counter() - t0)
             m.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step)
           writer.write(done, m)
         stop = preemption.should_stop()
-        if done % config.train.checkpoint_every == 0 or done == total or stop:
+        if done % config.train.checkpoint_every == 0 or done == total or done == phase.end or stop:
           _save(mngr, done, state, data_iter, force=stop)
         if config.sample.every and done % config.sample.every == 0 and done != total:
-          samples = _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir, done)
+          samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir,
+                                      done)
         if stop:
           preempted = True
           log.warning("preempted: saved step %d, exiting", done)
@@ -606,7 +707,11 @@ def train_and_evaluate(config, workdir) -> RunSummary:
       mngr.wait_until_finished()
       end = int(state["step"])
       if not preempted and end >= total:
-        samples = _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir, end)
+        samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir, end)
+        if config.eval.at_end and samples and samples[0].suffix == ".mp4":
+          from camjax import eval as evaluation  # pylint: disable=import-outside-toplevel
+          result = evaluation.evaluate_dir(samples[0].parent, trials=config.eval.trials)
+          log.info("evaluation of the final samples: %s", result["aggregate"])
     finally:
       if bar is not None:
         bar.close()
@@ -619,24 +724,73 @@ def train_and_evaluate(config, workdir) -> RunSummary:
                     preempted)
 
 
+@dataclasses.dataclass
+class Model:
+  """What `build_model` returns: the jit statics, the initial train state and the pieces around them."""
+
+  static: Static
+  state: dict
+  autoencoder: Any
+  tokenizer: Any
+
+
+def build_model(config, mesh) -> Model:
+  """Generator, optimiser and initial train state `{step, params, opt_state[, ema]}` (inside `use_mesh(mesh)`)."""
+  autoencoder = make_autoencoder(config)
+  generator = make_generator(config, autoencoder, mesh)
+  graphdef, params = nnx.split(generator)
+  tx = make_optimizer(config)
+  objective = FlowMatching(shift=config.objective.shift, density=config.objective.density)
+  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
+  if config.optimizer.ema_decay > 0:
+    state["ema"] = params
+  tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
+  return Model(Static(graphdef, autoencoder, objective, tx, config), state, autoencoder, tokenizer)
+
+
+def restore_latest(workdir, model: Model, step: int | None = None) -> tuple[dict, int]:
+  """The train state of the latest (or given) checkpoint in `workdir` (the data state is not read).
+
+  Raises:
+    TrainingError: no checkpoint there.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  mngr = checkpoint_manager(Path(workdir), model.static.config)
+  try:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise TrainingError(f"no checkpoint in {Path(workdir) / 'checkpoints'}: train first")
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), model.state)
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return restored["state"], step
+  finally:
+    mngr.close()
+
+
 def _tokens_per_step(config, autoencoder) -> int:
   d = config.data
   t, h, w, _ = autoencoder.latent_shape(d.num_frames, d.height, d.width)
   return d.batch_size * t * h * w // (2 * 2)
 
 
-def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
-  host = eval_batch(config, dataset)
-  batch = _host_batch(host, tokenizer)
+def generate(params, sample_fn, batch: dict[str, np.ndarray], mesh, rng) -> np.ndarray:
+  """Runs a jitted `sample` on a small host batch replicated on every process (padded to the batch sharding).
+
+  Returns:
+    The host array of `sample`'s output for the batch's `B` samples.
+  """
   n = len(batch["K"])
   shards = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
   pad = -n % shards  # the batch axis is sharded over data x fsdp: repeat the last sample to fill it
   batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
-  batch = jax.device_put(batch, NamedSharding(mesh, P()))  # small: replicated on every process
+  batch = jax.device_put(batch, NamedSharding(mesh, P()))
+  return np.asarray(jax.device_get(sample_fn(params, batch=batch, rng=rng)))[:n]
+
+
+def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
+  host = eval_batch(config, dataset)
   params = state.get("ema", state["params"])
-  rng = jax.random.key(config.seed + 7)
-  videos = sample_fn(params, batch=batch, rng=rng)  # compiled once per run
-  videos = np.asarray(jax.device_get(videos))[:n]
+  videos = generate(params, sample_fn, _host_batch(host, tokenizer), mesh, jax.random.key(config.seed + 7))
   if jax.process_index() != 0:
     return []
   return write_samples(videos, host, workdir / "samples" / f"step_{step:06d}", (config.data.height, config.data.width),

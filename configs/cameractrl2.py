@@ -7,8 +7,9 @@
 Variants (the text after ':'):
   default  A CPU-sized DiT (4 layers, width 128) with a byte-level text encoder and a lossless pixel autoencoder
            (4x temporal, 8x spatial, like WAN's VAE) trained on procedurally rendered dynamic scenes with exact
-           cameras (generated on first use into the workdir's `data/`). A few hundred steps in minutes on 2 cores,
-           then samples with the CameraCtrl II sampler (Euler + shift + 3-way CFG).
+           cameras (generated on first use into the workdir's `data/`). Phase 1 (300 single-clip steps) then phase 2
+           (100 steps with clip extension, 13-frame windows) in minutes on 2 cores, then samples with the CameraCtrl
+           II sampler (Euler + shift + 3-way CFG). `python -m camjax.explore --workdir ...` extends its clips.
   re10k    The same model on real RealEstate10K-layout clips (`data.path`: pose files + videos, ingested into
            ArrayRecord shards on first use). Samples from a real first frame along the real trajectory.
   test     Tiny and fast (used by the test-suite): a handful of steps.
@@ -18,6 +19,8 @@ Variants (the text after ':'):
            (`data.path`, camjax ArrayRecord shards) carry precomputed, normalised WAN-VAE `latents [21, 24, 40, 16]`
            of the 81-frame 192x320 clip (the window is the whole clip) and umT5 `text_embeddings [L, 4096]`
            (padded to 512 tokens). Samples are saved as latents (`latents_<i>.npy`) for offline decoding.
+           Phase 2 (sec. 4.1): 50k more steps at 384x640, batch 512, with clip extension (`phase2.path`: records
+           at that size).
   wan14b   As wan1_3b with the 14B model.
 Any field can be overridden: `--config.train.steps=50 --config.model.num_layers=2`.
 """
@@ -53,7 +56,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic",  # synthetic | re10k | shards (an existing camjax ArrayRecord dataset at `path`)
       path="",  # re10k: folder of pose files + videos; shards: dataset folder
-      num_scenes=64, eval_scenes=2, render_size=64,  # synthetic only
+      num_scenes=64, eval_scenes=2, render_size=64, render_frames=0,  # synthetic only (0: num_frames)
       num_frames=17, height=64, width=64, stride=(1, 2),
       unlabeled_ratio=(4, 1),  # labeled : unlabeled (CameraCtrl II joint training); (1, 0) disables
       batch_size=8,  # global batch (split over processes and the data x fsdp mesh axes)
@@ -67,12 +70,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       steps=300, log_every=10, checkpoint_every=100, keep_checkpoints=3,
       text_dropout=0.1, camera_dropout=0.1,  # CFG training
       i2v_prob=0.5,  # first latent frame given clean (image-to-video)
-      extension_prob=0.0,  # clip extension (sec. 3.4): up to 50% of the latent frames given clean
+      # Clip extension (sec. 3.4): with probability `extension_prob` the first latent frames (from
+      # `extension_min_frames` video frames up to `extension_max_fraction` of the clip) are given clean and left out of
+      # the loss; such samples are posed relative to a frame up to `extension_reference_range` strides earlier (the
+      # exploration's first frame, "global") or to the window's first frame ("clip", Table 5's per-clip ablation).
+      extension_prob=0.0, extension_min_frames=5, extension_max_fraction=0.5, extension_reference="global",
+      extension_reference_range=8,
   ))
+  # Phase 2 (sec. 4.1): continues the run for `steps` more steps with clip extension on, optionally at another
+  # resolution / clip length / batch / data path (0 or "" = as phase 1). The learning rate restarts its warm-up +
+  # cosine shape.
+  c.phase2 = ml_collections.ConfigDict(dict(steps=0, extension_prob=0.5, height=0, width=0, num_frames=0,
+                                            batch_size=0, path=""))
   c.sample = ml_collections.ConfigDict(dict(every=0, num=2, steps=24, shift=3.0, w_text=2.0, w_cam=3.0, i2v=True))
+  # After the final samples: camjax.eval on them (SfM camera error over `trials` seeds, motion strength, PSNR/SSIM vs
+  # the ground truth) -> samples/step_N/eval/report.md. On demand: `python -m camjax.eval --workdir W`.
+  c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2))
 
   if variant == "default":
-    pass
+    # Both phases, briefly: 300 single-clip steps, then 100 steps with clip extension on 13-frame windows of the
+    # 17-frame scenes (so extension samples can be posed relative to an earlier, "global" first frame).
+    c.phase2.update(steps=100, num_frames=13)
   elif variant == "test":
     c.model.update(num_heads=2, head_dim=16, ffn_dim=64, num_layers=2)
     c.text.update(width=32, max_length=24)
@@ -80,6 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(steps=4, log_every=1, checkpoint_every=2)
     c.optimizer.update(warmup_steps=2)
     c.sample.update(num=1, steps=2)
+    c.eval.at_end = False
   elif variant == "re10k":
     c.data.update(source="re10k", path="../shared/data/re10k_clips", num_frames=13, height=64, width=112,
                   stride=(1, 1), unlabeled_ratio=(1, 0), batch_size=4)
@@ -96,6 +115,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.objective.update(shift=3.0)
     c.optimizer.update(lr=1e-4, warmup_init_lr=5e-5, warmup_steps=500, end_lr=1e-5, grad_clip=1.0, ema_decay=0.0)
     c.train.update(steps=100_000, log_every=50, checkpoint_every=1000, i2v_prob=0.5, extension_prob=0.0)
+    # Phase 2: 384x640 with clip extension, 50k steps at batch 512 (records with latents at that size).
+    c.phase2.update(steps=50_000, height=384, width=640, batch_size=512, extension_prob=0.5,
+                    path="/path/to/records_with_latents_384x640")
     c.sample.update(every=5000, steps=32, shift=12.0, w_text=7.5, w_cam=8.0)
     c.mesh.update(data=1, fsdp=-1, context=1, tensor=1)
   else:

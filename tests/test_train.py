@@ -31,6 +31,7 @@ def load_config_module(path):
 def _fast(config, workdir_steps=1):
   """Keep the model and data shapes of a variant but make the run short (few scenes, one step, 1 sampler step)."""
   config.train.steps = workdir_steps
+  config.phase2.steps = min(config.phase2.steps, 1)  # the default runs phase 2 too: one step of it
   config.train.checkpoint_every = 1
   config.data.num_scenes = 2
   config.sample.num = 1
@@ -57,9 +58,12 @@ def test_one_training_step_of_every_cpu_variant(variant, tmp_path, shared_data):
   if variant == "re10k":
     config.data.path = str(shared_data / "re10k_clips")
   summary = train.train_and_evaluate(config, tmp_path)
-  assert summary.end_step == 1 and np.isfinite(summary.last_loss)
+  assert summary.end_step == 1 + config.phase2.steps and np.isfinite(summary.last_loss)
   assert summary.samples and summary.samples[0].stat().st_size > 0
   assert (summary.samples[0].parent / "trajectory_0.png").exists()
+  metrics = json.loads((summary.samples[0].parent / "eval" / "metrics.json").read_text())  # end-of-run evaluation
+  assert metrics["num_videos"] == 1 and "success_ratio" in json.dumps(metrics)
+  assert (summary.samples[0].parent / "eval" / "report.md").exists()
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 

@@ -62,6 +62,7 @@ def _config(dataset, pretrained):
   config.optimizer.update(warmup_steps=1)
   config.train.update(steps=2, log_every=1, checkpoint_every=2)
   config.sample.update(every=0, num=1, steps=2)
+  config.phase2.steps = 0  # phase 2 reads records at 384x640 (`phase2.path`)
   return config
 
 

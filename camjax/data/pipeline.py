@@ -75,14 +75,14 @@ class Window(grain.transforms.RandomMap):
 
   def __init__(self, num_frames: int, height: int, width: int, stride: tuple[int, int] = (1, 1),
                reference: str = "first", with_depth: bool = False, on_error: str = "skip",
-               text_length: int | None = None):
+               text_length: int | None = None, global_reference: int = 0):
     if on_error not in ("skip", "raise"):
       raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if reference not in ("first", "none"):
       raise ValueError(f"reference must be 'first' or 'none', got {reference!r}")
     self.num_frames, self.height, self.width = num_frames, height, width
     self.stride, self.reference, self.with_depth, self.on_error = tuple(stride), reference, with_depth, on_error
-    self.text_length = text_length
+    self.text_length, self.global_reference = text_length, global_reference
     self.stats = SkipStats()
 
   def random_map(self, record: ClipRecord, rng: np.random.Generator):
@@ -121,7 +121,14 @@ class Window(grain.transforms.RandomMap):
     start = int(rng.integers(0, T - span + 1))
     indices = start + stride * np.arange(self.num_frames)
     out = resize_center_crop_window(record, indices, self.height, self.width, self.with_depth)
-    return self._finish(record, out, reference_w2c, stride, indices)
+    out = self._finish(record, out, reference_w2c, stride, indices)
+    if self.global_reference:
+      # An earlier frame of the clip stands for the first frame of an exploration that reached this window
+      # (CameraCtrl II sec. 3.4: every clip posed in one global frame); its pose in the window's frame.
+      back = int(rng.integers(0, min(self.global_reference, start // stride) + 1))
+      ref = record.cameras.take(np.array([start - back * stride, start])).relative(1).w2c[0]
+      out["reference_w2c"] = np.asarray(ref if record.has_camera else np.eye(4), np.float32)
+    return out
 
   def _latent_window(self, record: ClipRecord, reference_w2c) -> dict[str, Any]:
     """A record with precomputed latents and no frames: the latents encode the whole clip at the stored size (a
@@ -133,6 +140,8 @@ class Window(grain.transforms.RandomMap):
                         f"{self.height}x{self.width}: precompute latents at the training size")
     indices = np.arange(T)
     out = {"cameras": record.cameras, "latents": np.asarray(record.latents, np.float32)}
+    if self.global_reference:
+      out["reference_w2c"] = np.eye(4, dtype=np.float32)
     if self.with_depth:
       if record.depth is None:
         raise RecordError(record.clip_id, "the pipeline asks for depth but the record has none")
@@ -217,7 +226,8 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
                   shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
                   drop_remainder: bool = True, worker_count: int = 0, paired: bool = False,
-                  start_index: int = 0, text_length: int | None = None) -> grain.IterDataset:
+                  start_index: int = 0, text_length: int | None = None,
+                  global_reference: int = 0) -> grain.IterDataset:
   """Builds the training input pipeline.
 
   Args:
@@ -242,6 +252,10 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
       `step * global_batch` to resume at a step with a different process count than the checkpoint's.
     text_length: also yield the records' precomputed `text_embeddings` padded / truncated to `[B, text_length, D]`
       with a `text_mask [B, text_length]` (records without them are corrupt for this pipeline).
+    global_reference: also yield `reference_w2c [B, 4, 4]`: the pose, in the window's frame (relative to its first
+      frame), of a frame up to `global_reference` strides before the window (uniform, clamped to the clip start;
+      identity for unlabeled clips). Clip-extension training poses extension samples relative to it, as if the window
+      continued an exploration that started there (CameraCtrl II sec. 3.4, global reference).
 
   Records with precomputed `latents` and no frames yield `latents [B, t, h, w, c]` instead of `frames`; their window
   is the whole clip, so `num_frames`, `height`, `width` must match the records.
@@ -251,7 +265,7 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  window = Window(num_frames, height, width, stride, reference, with_depth, on_error, text_length)
+  window = Window(num_frames, height, width, stride, reference, with_depth, on_error, text_length, global_reference)
 
   def prepare(src, salt: int) -> grain.MapDataset:
     ds = grain.MapDataset.source(src).seed(seed + salt)

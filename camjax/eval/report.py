@@ -1,0 +1,389 @@
+"""Evaluation of a folder of generated videos and its report (`report.md`, `metrics.json`, frusta plots, strips).
+
+Sample folder layout written by the main job (`<workdir>/samples/step_<N>/`), per sample `i`:
+`generated_<i>.mp4` (the generated video), `cameras_<i>.txt` (its conditioning cameras, RealEstate10K format),
+optional `ground_truth_<i>.mp4` and `caption_<i>.txt`. `evaluate_videos` takes any folder of mp4s plus a folder of
+RealEstate10K camera files with the same stems instead.
+
+Every output file is written atomically into the out dir (default `<sample dir>/eval`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from camjax.eval.camera import PROTOCOLS, UNITS, camera_accuracy, summary
+from camjax.eval.errors import EvalError
+from camjax.eval.quality import psnr, ssim
+from camjax.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = (  # (key in a video's metrics, header)
+    ("success_ratio", "SfM success"), ("cameractrl2/rot_err", "RotErr° (CC2)"),
+    ("cameractrl2/trans_err", "TransErr (CC2)"), ("cami2v/rot_err", "RotErr rad Σ (CamI2V)"),
+    ("cami2v/trans_err", "TransErr Σ (CamI2V)"), ("cami2v/cammc", "CamMC Σ (CamI2V)"),
+    ("track2view/rot_err", "RotErr° (T2V)"), ("track2view/trans_err", "TransErr (T2V)"),
+    ("motion_strength", "motion px/frame"), ("psnr", "PSNR dB"), ("ssim", "SSIM"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """One video to evaluate and its companions (paths may be None)."""
+
+  name: str
+  video: Path
+  cameras: Path | None = None
+  ground_truth: Path | None = None
+  caption: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ discovery
+def latest_step_dir(workdir, step: int | None = None) -> Path:
+  """`<workdir>/samples/step_<step>` (default: the highest step present).
+
+  Raises:
+    EvalError: no samples folder / no such step.
+  """
+  samples = Path(workdir) / "samples"
+  steps = {}
+  if samples.is_dir():
+    for d in samples.iterdir():
+      m = re.fullmatch(r"step_(\d+)", d.name)
+      if m and d.is_dir():
+        steps[int(m.group(1))] = d
+  if not steps:
+    raise EvalError(f"{samples}: no step_<N> sample folders (the main job writes them)")
+  if step is None:
+    return steps[max(steps)]
+  if step not in steps:
+    raise EvalError(f"{samples}: no step_{step} (have steps {sorted(steps)})")
+  return steps[step]
+
+
+def find_samples(sample_dir) -> list[Sample]:
+  """Samples `generated_<i>.mp4` of `sample_dir`, in index order, with their cameras/ground truth/caption files.
+
+  Raises:
+    EvalError: the folder has no `generated_<i>.mp4`.
+  """
+  d = Path(sample_dir)
+  found = []
+  for video in d.glob("generated_*.mp4"):
+    m = re.fullmatch(r"generated_(.+)", video.stem)
+    i = m.group(1)
+    cams, gt, cap = d / f"cameras_{i}.txt", d / f"ground_truth_{i}.mp4", d / f"caption_{i}.txt"
+    found.append((int(i) if i.isdigit() else math.inf, i, Sample(
+        name=f"sample_{i}", video=video, cameras=cams if cams.is_file() else None,
+        ground_truth=gt if gt.is_file() else None, caption=cap.read_text().strip() if cap.is_file() else "")))
+  if not found:
+    raise EvalError(f"{d}: no generated_<i>.mp4 samples")
+  return [s for _, _, s in sorted(found, key=lambda x: (x[0], x[1]))]
+
+
+def pair_videos(videos_dir, cameras_dir) -> list[Sample]:
+  """Samples for every `<stem>.mp4` of `videos_dir` with a camera file `<stem>.txt` in `cameras_dir`.
+
+  Raises:
+    EvalError: no video has a matching camera file (the message lists a few stems of each side).
+  """
+  videos = sorted(Path(videos_dir).glob("*.mp4"))
+  cams = {p.stem: p for p in Path(cameras_dir).glob("*.txt")}
+  samples = [Sample(name=v.stem, video=v, cameras=cams[v.stem]) for v in videos if v.stem in cams]
+  missing = [v.stem for v in videos if v.stem not in cams]
+  if missing:
+    log.warning("%d videos without a camera file in %s, skipped: %s", len(missing), cameras_dir, missing[:5])
+  if not samples:
+    raise EvalError(f"no video of {videos_dir} ({[v.stem for v in videos[:3]]}...) has a camera file with the same "
+                    f"stem in {cameras_dir} ({sorted(cams)[:3]}...)")
+  return samples
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def read_cameras(path, image_size: tuple[int, int], normalised_by: str = "frames"):
+  """Reads a RealEstate10K camera file for frames of `image_size = (H, W)`.
+
+  Args:
+    normalised_by: "frames" when the file's intrinsics are normalised by the frames' own size (what
+      `camjax.geometry.write_re10k` writes, so the main job's `cameras_<i>.txt`); "original" for RealEstate10K
+      annotations of a 16:9 original shown resized and centre-cropped (`read_re10k`'s aspect fix).
+  """
+  from camjax.geometry.formats import read_re10k
+
+  if normalised_by == "frames":
+    return read_re10k(path, image_size=image_size, original_size=image_size)
+  if normalised_by == "original":
+    return read_re10k(path, image_size=image_size)
+  raise EvalError(f"normalised_by must be 'frames' or 'original', got {normalised_by!r}")
+
+
+def evaluate_sample(sample: Sample, *, trials: int = 3, mapper: str = "global", seed: int = 0,
+                    protocols: Sequence[str] = PROTOCOLS, motion: bool = True, min_registered: float = 1.0,
+                    intrinsics: str = "frames") -> dict:
+  """Metrics of one sample: camera accuracy (when it has cameras), motion strength, PSNR/SSIM vs ground truth.
+
+  `intrinsics` says how the camera file's intrinsics are normalised (see `read_cameras`).
+
+  Returns:
+    `{"name", "caption", "num_frames", "metrics": {flat numbers}, "camera": camera_accuracy result or None,
+    "frames", "ground_truth_frames", "gt_cameras"}` (arrays are dropped before metrics.json).
+
+  Raises:
+    EvalError / MediaError / CameraError: unreadable video or camera file, or frames and cameras disagree.
+  """
+  from camjax.media import read_video
+
+  frames = read_video(sample.video)
+  row = {"name": sample.name, "caption": sample.caption, "video": str(sample.video), "num_frames": len(frames),
+         "metrics": {}, "camera": None, "frames": frames, "ground_truth_frames": None, "gt_cameras": None}
+  if sample.cameras is not None:
+    cams = read_cameras(sample.cameras, frames.shape[1:3], intrinsics)
+    if cams.num_frames != len(frames):
+      raise EvalError(f"{sample.video}: {len(frames)} frames but {cams.num_frames} cameras in {sample.cameras}")
+    acc = camera_accuracy(frames, cams, trials=trials, mapper=mapper, seed=seed, protocols=protocols,
+                          min_registered=min_registered)
+    row["camera"], row["gt_cameras"] = acc, cams
+    row["metrics"].update(summary(acc))
+  if motion:
+    from camjax.eval.motion import motion_stats
+
+    row["metrics"].update(motion_stats(frames))
+  if sample.ground_truth is not None:
+    gt = read_video(sample.ground_truth)
+    if gt.shape != frames.shape:
+      raise EvalError(f"{sample.ground_truth}: shape {gt.shape} differs from the generated video's {frames.shape}")
+    row["ground_truth_frames"] = gt
+    row["metrics"].update(psnr=psnr(frames, gt), ssim=ssim(frames, gt))
+  return row
+
+
+def evaluate_samples(samples: Sequence[Sample], out_dir, *, title: str = "camjax evaluation", log_fn=None,
+                     **opts) -> dict:
+  """Evaluates `samples` (`evaluate_sample` options in `opts`), writes the report into `out_dir`, returns the
+  JSON-able result (`settings`, `aggregate`, `videos`). A sample that cannot be evaluated gets an `error` row."""
+  log_fn = log_fn or log.info
+  rows = []
+  for s in samples:
+    t0 = time.time()
+    try:
+      row = evaluate_sample(s, **opts)
+    except Exception as e:  # noqa: BLE001 -- one bad sample must not lose the others; the report shows the error
+      from camjax.errors import CamjaxError
+
+      if not isinstance(e, CamjaxError):
+        raise
+      row = {"name": s.name, "caption": s.caption, "video": str(s.video), "metrics": {}, "error": str(e)}
+    log_fn(f"{s.name}: {time.time() - t0:.1f}s " + ", ".join(f"{k}={v:.4g}" for k, v in row["metrics"].items()
+                                                             if k in dict(TABLE_COLUMNS)))
+    rows.append(row)
+  settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
+  result = {"title": title, "settings": settings, "aggregate": aggregate([r["metrics"] for r in rows]),
+            "num_videos": len(rows), "num_errors": sum("error" in r for r in rows), "videos": rows}
+  return write_report(out_dir, result)
+
+
+def aggregate(metrics: Sequence[dict]) -> dict[str, float]:
+  """Mean over videos of every metric, skipping NaN (a metric undefined for a video); `success_ratio` averages
+  every video with cameras (CameraCtrl II's geometric consistency over the set)."""
+  keys = list(dict.fromkeys(k for m in metrics for k in m))
+  out = {}
+  for k in keys:
+    vals = np.array([m[k] for m in metrics if k in m], dtype=np.float64)
+    out[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+  return out
+
+
+def evaluate_dir(sample_dir, out_dir=None, **opts) -> dict:
+  """Evaluates a main-job sample folder (`generated_<i>.mp4` ...; see the module docstring) and writes
+  `report.md`, `metrics.json`, frusta plots and sample strips into `out_dir` (default `<sample_dir>/eval`).
+
+  Args:
+    sample_dir: e.g. `<workdir>/samples/step_<N>`.
+    out_dir: report folder.
+    **opts: `trials`, `mapper`, `seed`, `protocols`, `motion`, `min_registered`, `intrinsics` (default "frames":
+      the main job writes its cameras with `write_re10k` at the sample size; see `evaluate_sample`).
+
+  Returns:
+    The result written to metrics.json.
+  """
+  sample_dir = Path(sample_dir)
+  return evaluate_samples(find_samples(sample_dir), Path(out_dir) if out_dir else sample_dir / "eval",
+                          title=f"camjax evaluation of {sample_dir}", **opts)
+
+
+def evaluate_videos(videos_dir, cameras_dir, out_dir=None, **opts) -> dict:
+  """Like `evaluate_dir` for arbitrary `<stem>.mp4` videos with RealEstate10K `<stem>.txt` cameras (default out dir:
+  `<videos_dir>/eval`). Intrinsics default to `intrinsics="original"` (RealEstate10K annotations of a 16:9
+  original); pass `intrinsics="frames"` for files written by `write_re10k` at the videos' size."""
+  opts.setdefault("intrinsics", "original")
+  out = Path(out_dir) if out_dir else Path(videos_dir) / "eval"
+  return evaluate_samples(pair_videos(videos_dir, cameras_dir), out, title=f"camjax evaluation of {videos_dir}",
+                          **opts)
+
+
+# ---------------------------------------------------------------------------------------------- report files
+def write_png(path, image: np.ndarray) -> None:
+  """Writes `uint8 [H, W, 3]` as PNG, atomically."""
+  from PIL import Image
+
+  with atomic_write(path, "wb") as f:
+    Image.fromarray(np.asarray(image, np.uint8)).save(f, format="PNG")
+
+
+def strip(videos: Sequence[np.ndarray], num: int = 5, gap: int = 4) -> np.ndarray:
+  """A sample strip `uint8 [rows * H + gaps, num * W + gaps, 3]`: `num` evenly spaced frames of each video
+  `[T, H, W, 3]` (one row per video, e.g. generated over ground truth), on white."""
+  videos = [np.asarray(v) for v in videos if v is not None]
+  H, W = videos[0].shape[1:3]
+  canvas = np.full((len(videos) * (H + gap) - gap, num * (W + gap) - gap, 3), 255, np.uint8)
+  for r, v in enumerate(videos):
+    for c, t in enumerate(np.linspace(0, len(v) - 1, num).round().astype(int)):
+      canvas[r * (H + gap):r * (H + gap) + H, c * (W + gap):c * (W + gap) + W] = v[t, :H, :W]
+  return canvas
+
+
+def aligned_estimate(estimated, gt):
+  """The estimated cameras mapped into the GT frame by the orientation-fitted similarity (`align_orientations`),
+  for plotting GT vs estimated (`gt` restricted to the same frames)."""
+  from camjax.geometry.align import align_orientations
+  from camjax.geometry.cameras import Cameras
+
+  sim = align_orientations(estimated.c2w, gt.c2w)
+  return Cameras.from_c2w(sim.apply_c2w(estimated.c2w), estimated.K, height=estimated.height, width=estimated.width)
+
+
+def _fmt(v) -> str:
+  if v is None:
+    return "–"
+  if isinstance(v, float):
+    return "–" if not math.isfinite(v) else f"{v:.4g}"
+  return str(v)
+
+
+def _safe(name: str) -> str:
+  return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def jsonable(x):
+  """A JSON-safe copy of a result: numpy scalars / small arrays to Python, NaN / inf to None, objects dropped."""
+  if isinstance(x, dict):
+    return {k: jsonable(v) for k, v in x.items() if not isinstance(v, np.ndarray) or v.size <= 64}
+  if isinstance(x, (list, tuple)):
+    return [jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return x.tolist()
+  if isinstance(x, (np.floating, np.integer)):
+    return x.item()
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, (str, int, float, bool)) or x is None:
+    return x
+  return None  # Cameras and other objects stay out of metrics.json
+
+
+def write_report(out_dir, result: dict) -> dict:
+  """Writes `report.md`, `metrics.json`, `frusta_<name>.png` (GT vs estimated cameras) and `strip_<name>.png`
+  (generated frames, ground truth below when known) for `evaluate_samples`' result; returns the JSON-able result."""
+  from camjax.geometry.plot import plot_trajectories
+
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  lines = [f"# {result['title']}", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()),
+           "", "Protocol and metric definitions: docs/evaluation.md. CamI2V errors are SUMS over frames (radians); "
+           "CameraCtrl II and Track2View errors are MEANS (degrees). `–` = undefined (SfM failed, or the protocol "
+           "needs camera translation).", "", "## Aggregate (mean over videos)", "", "| metric | value |", "|---|---|"]
+  for k, v in result["aggregate"].items():
+    lines.append(f"| {k} | {_fmt(v)} |")
+  present = [(k, h) for k, h in TABLE_COLUMNS if any(k in r["metrics"] for r in result["videos"])]
+  lines += ["", "## Per video", "", "| video | " + " | ".join(h for _, h in present) + " |",
+            "|---" * (len(present) + 1) + "|"]
+  for r in result["videos"]:
+    if "error" in r:
+      lines.append(f"| {r['name']} | error: {r['error']} |" + " |" * max(len(present) - 1, 0))
+    else:
+      lines.append(f"| {r['name']} | " + " | ".join(_fmt(r["metrics"].get(k)) for k, _ in present) + " |")
+  lines += ["", "## Samples", ""]
+  for r in result["videos"]:
+    if "error" in r or r.get("frames") is None:
+      continue
+    name = _safe(r["name"])
+    lines.append(f"### {r['name']}" + (f": {r['caption']}" if r.get("caption") else ""))
+    lines.append("")
+    write_png(out_dir / f"strip_{name}.png", strip([r["frames"], r.get("ground_truth_frames")]))
+    below = " (top: generated, bottom: ground truth)" if r.get("ground_truth_frames") is not None else ""
+    lines.append(f"![frames of {r['name']}{below}](strip_{name}.png)")
+    acc = r.get("camera")
+    if acc is not None and acc.get("estimated_cameras") is not None:
+      gt = r["gt_cameras"].take(acc["frame_indices"])
+      est = aligned_estimate(acc["estimated_cameras"], gt)
+      plot_trajectories({"conditioning (GT)": gt, "estimated (SfM, aligned)": est}, out_dir / f"frusta_{name}.png",
+                        every=max(1, gt.num_frames // 8), title=r["name"])
+      lines.append(f"![cameras of {r['name']}](frusta_{name}.png)")
+    elif acc is not None:
+      lines.append(f"SfM failed in all {acc['trials']} trials: "
+                   + "; ".join(str(t["error"]) for t in acc["per_trial"] if t["error"])[:400])
+    lines.append("")
+  json_result = jsonable({k: v for k, v in result.items() if k != "videos"})
+  json_result["videos"] = [jsonable({k: v for k, v in r.items() if k not in ("frames", "ground_truth_frames")})
+                           for r in result["videos"]]
+  json_result["units"] = {f"{p}/{m}": u for (p, m), u in UNITS.items()}
+  with atomic_write(out_dir / "metrics.json") as f:
+    json.dump(json_result, f, indent=1)
+  with atomic_write(out_dir / "report.md") as f:
+    f.write("\n".join(lines) + "\n")
+  return json_result
+
+
+def write_following_report(out_dir, result: dict, title: str = "Camera following on procedural scenes") -> dict:
+  """Report of `following.camera_following`: a camera vs null-camera table, per-scene rows, strips (ground truth,
+  camera-conditioned, null camera) and frusta; writes `report.md` and `metrics.json` into `out_dir`."""
+  from camjax.geometry.plot import plot_trajectories
+
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  modes = ("camera", "null_camera")
+  keys = list(result["camera"])
+  lines = [f"# {title}", "", f"{result['num_scenes']} procedurally rendered scenes; the same model generates each "
+           "with its cameras and with a null camera (docs/evaluation.md).", "",
+           "| metric | camera-conditioned | null camera |", "|---|---|---|"]
+  lines += [f"| {k} | {_fmt(result['camera'][k])} | {_fmt(result['null_camera'][k])} |" for k in keys]
+  lines += ["", "## Scenes", ""]
+  for r in result["per_scene"]:
+    i = r["scene"]
+    lines.append(f"### scene {i} ({r.get('trajectory', '')}): {r['caption']}")
+    lines.append("")
+    lines.append("| mode | " + " | ".join(keys) + " |")
+    lines.append("|---" * (len(keys) + 1) + "|")
+    for m in modes:
+      lines.append(f"| {m} | " + " | ".join(_fmt(r[m][k]) for k in keys) + " |")
+    gt_frames = r.get("ground_truth")
+    videos = [v for v in (gt_frames, r["videos"].get("camera"), r["videos"].get("null_camera")) if v is not None]
+    write_png(out_dir / f"strip_scene{i}.png", strip(videos))
+    lines.append(f"\n![scene {i}: rows = {'ground truth, ' if gt_frames is not None else ''}camera, null camera]"
+                 f"(strip_scene{i}.png)")
+    est = r.get("estimated", {}).get("camera")
+    if est is not None and r.get("cameras") is not None:
+      gt = r["cameras"]
+      if est.num_frames == gt.num_frames:
+        plot_trajectories({"conditioning (GT)": gt, "estimated (aligned)": aligned_estimate(est, gt)},
+                          out_dir / f"frusta_scene{i}.png", every=max(1, gt.num_frames // 8))
+        lines.append(f"![scene {i} cameras](frusta_scene{i}.png)")
+    lines.append("")
+  json_result = jsonable({"camera": result["camera"], "null_camera": result["null_camera"],
+                           "num_scenes": result["num_scenes"],
+                           "per_scene": [{k: r[k] for k in ("scene", "caption", "trajectory", *modes)}
+                                         for r in result["per_scene"]]})
+  with atomic_write(out_dir / "metrics.json") as f:
+    json.dump(json_result, f, indent=1)
+  with atomic_write(out_dir / "report.md") as f:
+    f.write("\n".join(lines) + "\n")
+  return json_result

@@ -1,0 +1,346 @@
+"""CameraCtrl II scene exploration (sec. 3.4): clip-wise autoregressive generation along user trajectories.
+
+    explorer = Explorer.from_workdir("runs/cameractrl2-default")        # a trained main-job workdir
+    run = explorer.start("pan_left", image=first_frame, caption="a room")   # I2V (or image=None: T2V)
+    run.extend("dolly_in:1.0")                   # a preset, a pose file, or Cameras, relative to where the camera is
+    run.extend("orbit_right", cond_frames=5)     # clip i+1 sees the last 5 frames of clip i as clean tokens
+    run.save("explore_out")                      # exploration.mp4, clip_<i>.mp4, trajectory.png, cameras.json
+
+    python -m camjax.explore --workdir runs/cameractrl2-default --trajectory pan_left --trajectory dolly_in \\
+        --trajectory orbit_right --out explore_out [--image first.png | --caption "..."] [--reference clip] [--evaluate]
+
+Every camera lives in ONE global frame, the first frame of the first clip (the identity). Each new trajectory is
+given relative to its own frame 0, which is placed at the last camera of the exploration so far
+(`camjax.geometry.trajectories.chain`). A clip's window (the model's `num_frames`) is the condition frames, the
+last `cond_frames` generated frames, followed by the new frames; the model sees the window's poses in the global
+frame (`reference="global"`, the paper's choice) or relative to the window's first frame (`reference="clip"`, Table
+5's "Different Ref." ablation). Device memory is one window whatever the total length; the host keeps the uint8
+frames of the exploration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from camjax import sharding, train
+from camjax.errors import CamjaxError
+from camjax.geometry import trajectories
+from camjax.geometry.cameras import Cameras, intrinsics
+
+REFERENCES = ("global", "clip")
+
+
+class ExplorationError(CamjaxError, ValueError):
+  """A bad exploration request: unknown trajectory, bad condition-frame count, image of the wrong size."""
+
+
+@dataclasses.dataclass
+class Clip:
+  """One generated clip.
+
+  Attributes:
+    window: `uint8 [T, H, W, 3]`, what the model produced (condition frames first).
+    cameras: `Cameras [T]` of the window in the global frame.
+    cond_frames: condition frames at the start of the window (0 for the first clip of a T2V exploration).
+    trajectory: the trajectory as the user gave it (a name, a path, or "cameras").
+  """
+
+  window: np.ndarray
+  cameras: Cameras
+  cond_frames: int
+  trajectory: str
+
+  @property
+  def new_frames(self) -> np.ndarray:
+    return self.window[self.cond_frames:]
+
+
+class Explorer:
+  """A trained CameraCtrl II generator ready to explore: one jitted window sampler, compiled once.
+
+  Args:
+    config: the main job's config (`train_and_evaluate`'s); its last phase's window size is used.
+    params: generator parameters (EMA when the run kept one).
+    mesh: the mesh (default: `config.mesh` over the local devices).
+    K: `[3, 3]` pixel intrinsics of the generated frames (default: 60 degrees horizontal field of view, the
+      procedural scenes' camera).
+    reference: "global" or "clip" (module docstring).
+    seed: sampling seed (clip i uses `seed + i`).
+  """
+
+  def __init__(self, config, params, *, mesh=None, K=None, reference: str = "global", seed: int = 0):
+    if reference not in REFERENCES:
+      raise ExplorationError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    self.config = train.training_phases(config)[-1].config
+    self.mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
+    d = self.config.data
+    self.num_frames, self.height, self.width = int(d.num_frames), int(d.height), int(d.width)
+    with sharding.use_mesh(self.mesh):
+      self.model = train.build_model(self.config, self.mesh)
+    if not getattr(self.model.autoencoder, "can_decode", True):
+      raise ExplorationError("exploration needs an autoencoder that decodes (records with precomputed latents "
+                             "cannot be continued from generated frames)")
+    if self.model.tokenizer is None:
+      raise ExplorationError("exploration with precomputed text embeddings is not supported (no text encoder)")
+    self.params = params
+    if K is None:
+      from camjax.data.synthetic import focal_for  # pylint: disable=import-outside-toplevel
+      f = focal_for(self.height, self.width)
+      K = intrinsics(f, f, self.width / 2, self.height / 2)
+    self.K = np.asarray(K, np.float64)
+    self.reference, self.seed = reference, seed
+    self._sample = jax.jit(functools.partial(train.sample, static=self.model.static),
+                           out_shardings=NamedSharding(self.mesh, P()))
+    self.temporal_factor = self.model.autoencoder.temporal_factor
+
+  @classmethod
+  def from_workdir(cls, workdir, step: int | None = None, **kwargs) -> Explorer:
+    """The latest (or `step`) checkpoint of a main-job workdir (its `config.json` rebuilds the model).
+
+    Raises:
+      ExplorationError: no `config.json` in `workdir`.
+      TrainingError: no checkpoint.
+    """
+    import ml_collections  # pylint: disable=import-outside-toplevel
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+      raise ExplorationError(f"{path} not found: point --workdir at a `python -m camjax.main` run")
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    config.model.pretrained = ""  # the checkpoint holds every weight
+    explorer = cls(config, None, **kwargs)
+    with sharding.use_mesh(explorer.mesh):
+      state, _ = train.restore_latest(workdir, explorer.model, step)
+    explorer.params = state.get("ema", state["params"])
+    return explorer
+
+  # ------------------------------------------------------------------------------------------------ trajectories
+  def trajectory(self, spec, num_frames: int) -> Cameras:
+    """`Cameras [num_frames]` relative to their frame 0 from a preset name / composition, a pose file (RealEstate10K
+    `.txt`, NeRF `transforms.json`, TUM / KITTI by extension), or `Cameras` (resampled when the count differs).
+
+    Raises:
+      ExplorationError: unknown preset or unreadable file.
+    """
+    from camjax.geometry import formats  # pylint: disable=import-outside-toplevel
+    from camjax.geometry.errors import CameraError  # pylint: disable=import-outside-toplevel
+    try:
+      if isinstance(spec, Cameras):
+        cams = spec.numpy()
+      elif isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
+        path = Path(spec)
+        if path.suffix == ".json":
+          cams = formats.read_nerf_transforms(path)
+        elif path.suffix == ".tum":
+          cams = formats.read_tum(path, K=self.K, image_size=(self.height, self.width))
+        elif path.suffix == ".kitti":
+          cams = formats.read_kitti(path, K=self.K, image_size=(self.height, self.width))
+        else:
+          cams = formats.read_re10k(path, image_size=(self.height, self.width))
+      else:
+        return trajectories.preset(str(spec), num_frames, height=self.height, width=self.width, K=self.K)
+      cams = cams.resize(self.height, self.width) if (cams.height, cams.width) != (self.height, self.width) else cams
+      cams = cams.relative(0)
+      return cams if cams.num_frames == num_frames else trajectories.resample(cams, num_frames)
+    except CameraError as e:
+      raise ExplorationError(f"trajectory {spec!r}: {e}") from None
+
+  # ------------------------------------------------------------------------------------------------ generation
+  def generate_window(self, frames: np.ndarray, cameras: Cameras, num_cond: int, caption: str, seed: int,
+                      null_camera: bool = False) -> np.ndarray:
+    """One window: `frames uint8 [T, H, W, 3]` whose first `num_cond` latent frames are given clean; returns the
+    generated `uint8 [T, H, W, 3]` (condition frames come back unchanged). `null_camera` zeroes the Plücker map
+    (the unconditional camera of CFG training)."""
+    cams = cameras if self.reference == "global" else cameras.relative(0)
+    host = dict(frames=frames[None], K=cams.K[None].astype(np.float32), w2c=cams.w2c[None].astype(np.float32),
+                has_camera=np.array([not null_camera]), caption=np.array([caption]),
+                num_cond=np.array([num_cond], np.int32))
+    batch = train._host_batch(host, self.model.tokenizer)  # pylint: disable=protected-access
+    with sharding.use_mesh(self.mesh):
+      video = train.generate(self.params, self._sample, batch, self.mesh, jax.random.key(seed))[0]
+    return np.round((video.astype(np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+
+  def following_generator(self):
+    """`generate(first_frame, cameras, caption, null_camera)` for `camjax.eval.camera_following`: one I2V window
+    along `cameras` (made relative to their first frame)."""
+
+    def generate(first_frame, cameras, caption, null_camera=False):
+      cams = cameras.numpy().relative(0)
+      if cams.num_frames != self.num_frames or (cams.height, cams.width) != (self.height, self.width):
+        raise ExplorationError(f"scenes must have {self.num_frames} frames at {self.height}x{self.width}, got "
+                               f"{cams.num_frames} at {cams.height}x{cams.width}")
+      frames = np.zeros((self.num_frames, self.height, self.width, 3), np.uint8)
+      frames[0] = first_frame
+      return self.generate_window(frames, cams, 1, caption, self.seed, null_camera=null_camera)
+
+    return generate
+
+  def start(self, trajectory, *, image: np.ndarray | None = None, caption: str = "") -> Exploration:
+    """The first clip: I2V from `image` (`uint8 [H, W, 3]`, resized to the model's size) or T2V (`image=None`)."""
+    cams = self.trajectory(trajectory, self.num_frames)
+    frames = np.zeros((self.num_frames, self.height, self.width, 3), np.uint8)
+    if image is not None:
+      frames[0] = _fit_image(image, self.height, self.width)
+    window = self.generate_window(frames, cams, int(image is not None), caption, self.seed)
+    return Exploration(self, caption, [Clip(window, cams, int(image is not None), _label(trajectory))])
+
+
+class Exploration:
+  """The clips generated so far and the global cameras of every frame."""
+
+  def __init__(self, explorer: Explorer, caption: str, clips: list[Clip]):
+    self.explorer, self.caption, self.clips = explorer, caption, clips
+
+  @property
+  def video(self) -> np.ndarray:
+    """`uint8 [N, H, W, 3]`: the first clip, then the new frames of every later clip."""
+    return np.concatenate([self.clips[0].window] + [c.new_frames for c in self.clips[1:]])
+
+  @property
+  def cameras(self) -> Cameras:
+    """`Cameras [N]` of `video` in the global frame."""
+    parts = [self.clips[0].cameras] + [c.cameras.take(np.arange(c.cond_frames, c.cameras.num_frames))
+                                       for c in self.clips[1:]]
+    return Cameras.concatenate(parts)
+
+  def extend(self, trajectory, cond_frames: int = 5, caption: str | None = None) -> Clip:
+    """Generates the next clip along `trajectory` (relative to the current camera), conditioned on the last
+    `cond_frames` frames of the exploration (`1 + k * temporal_factor`, fewer than the window).
+
+    Raises:
+      ExplorationError: a bad `cond_frames` or trajectory.
+    """
+    ex = self.explorer
+    tf, T = ex.temporal_factor, ex.num_frames
+    if cond_frames < 1 or (cond_frames - 1) % tf or cond_frames >= T:
+      raise ExplorationError(f"cond_frames must be 1 + {tf}k and below the {T}-frame window, got {cond_frames}")
+    new = T - cond_frames
+    rel = ex.trajectory(trajectory, new + 1)
+    so_far = self.cameras
+    glob = trajectories.chain([so_far, rel], drop_anchor=True)
+    cams = glob.take(np.arange(so_far.num_frames - cond_frames, glob.num_frames))
+    frames = np.zeros((T, ex.height, ex.width, 3), np.uint8)
+    frames[:cond_frames] = self.video[-cond_frames:]
+    cond_latents = 1 + (cond_frames - 1) // tf
+    window = ex.generate_window(frames, cams, cond_latents, self.caption if caption is None else caption,
+                                ex.seed + len(self.clips))
+    clip = Clip(window, cams, cond_frames, _label(trajectory))
+    self.clips.append(clip)
+    return clip
+
+  def evaluate(self, trials: int = 2) -> dict:
+    """Camera accuracy of every clip against its cameras (`camjax.eval.camera_accuracy`, several SfM trials) and the
+    appearance consistency across clips (`camjax.eval.appearance_consistency`; the overlap is the condition frames)."""
+    from camjax import eval as ev  # pylint: disable=import-outside-toplevel
+    per_clip = [ev.summary(ev.camera_accuracy(c.window, c.cameras, trials=trials, seed=0)) for c in self.clips]
+    out = {"per_clip": per_clip}
+    if len(self.clips) > 1:
+      overlap = min(c.cond_frames for c in self.clips[1:])
+      windows = [c.window for c in self.clips]
+      out["appearance"] = ev.appearance_consistency(windows, overlap=overlap)
+    return out
+
+  def save(self, out_dir, fps: float = 8.0, evaluation: dict | None = None) -> Path:
+    """Writes `exploration.mp4`, `clip_<i>.mp4` (each window), `trajectory.png`, `cameras.json` (and
+    `evaluation.json` when given), each file atomically."""
+    import mediapy  # pylint: disable=import-outside-toplevel
+
+    from camjax import media  # pylint: disable=import-outside-toplevel
+    from camjax.geometry.plot import plot_trajectories  # pylint: disable=import-outside-toplevel
+    from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+    media._setup_ffmpeg()  # pylint: disable=protected-access
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write_video(name, video):
+      tmp = out / f".{name}.tmp.mp4"
+      mediapy.write_video(tmp, video, fps=fps)
+      os.replace(tmp, out / name)
+
+    write_video("exploration.mp4", self.video)
+    for i, clip in enumerate(self.clips):
+      write_video(f"clip_{i}.mp4", clip.window)
+    plot_trajectories({f"clip {i}: {c.trajectory}": c.cameras for i, c in enumerate(self.clips)},
+                      out / "trajectory.png", title="exploration (global frame)")
+    cams = self.cameras
+    record = dict(reference=self.explorer.reference, height=self.explorer.height, width=self.explorer.width,
+                  caption=self.caption, K=self.explorer.K.tolist(), w2c=cams.w2c.tolist(),
+                  clips=[dict(trajectory=c.trajectory, cond_frames=c.cond_frames, w2c=c.cameras.w2c.tolist())
+                         for c in self.clips])
+    with atomic_write(out / "cameras.json") as f:
+      json.dump(record, f)
+    if evaluation is not None:
+      from camjax.eval.report import jsonable  # pylint: disable=import-outside-toplevel
+      with atomic_write(out / "evaluation.json") as f:
+        json.dump(jsonable(evaluation), f, indent=2)  # NaN (no SfM) -> null
+    return out
+
+
+def _label(trajectory) -> str:
+  return "cameras" if isinstance(trajectory, Cameras) else str(trajectory)
+
+
+def _fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  from camjax.data.pipeline import resize_frames  # pylint: disable=import-outside-toplevel
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ExplorationError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+  scale = max(height / image.shape[0], width / image.shape[1])
+  rh, rw = max(height, round(image.shape[0] * scale)), max(width, round(image.shape[1] * scale))
+  big = resize_frames(image[None], rh, rw)[0]
+  top, left = (rh - height) // 2, (rw - width) // 2
+  return big[top:top + height, left:left + width]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  import argparse  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(prog="python -m camjax.explore", description=__doc__.split("\n\n")[0])
+  p.add_argument("--workdir", required=True, help="a `python -m camjax.main` workdir (config.json + checkpoints)")
+  p.add_argument("--trajectory", action="append", required=True,
+                 help="one per clip: preset (e.g. pan_left, 'dolly_in:1+pan_left:10'), or a pose file")
+  p.add_argument("--out", required=True)
+  p.add_argument("--image", help="first frame (I2V); default: the first frame of a held-out procedural scene")
+  p.add_argument("--t2v", action="store_true", help="no first frame (text-to-video)")
+  p.add_argument("--caption", default="")
+  p.add_argument("--cond_frames", type=int, default=5)
+  p.add_argument("--reference", choices=REFERENCES, default="global")
+  p.add_argument("--step", type=int, default=None)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--evaluate", action="store_true", help="camera error per clip + appearance consistency")
+  args = p.parse_args(argv)
+  try:
+    explorer = Explorer.from_workdir(args.workdir, args.step, reference=args.reference, seed=args.seed)
+    image, caption = None, args.caption
+    if args.image:
+      import mediapy  # pylint: disable=import-outside-toplevel
+      image = np.asarray(mediapy.read_image(args.image))[..., :3].astype(np.uint8)
+    elif not args.t2v:
+      from camjax.data.synthetic import render_scene  # pylint: disable=import-outside-toplevel
+      scene = render_scene(10_000_000 + args.seed, num_frames=1, height=explorer.height, width=explorer.width,
+                           num_tracks=0)[0]
+      image, caption = scene.frames[0], caption or scene.caption
+    run = explorer.start(args.trajectory[0], image=image, caption=caption)
+    for spec in args.trajectory[1:]:
+      run.extend(spec, cond_frames=args.cond_frames)
+    evaluation = run.evaluate() if args.evaluate else None
+    out = run.save(args.out, evaluation=evaluation)
+  except CamjaxError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"camjax: {len(run.clips)} clips, {len(run.video)} frames -> {out}")
+  if evaluation is not None:
+    print((out / "evaluation.json").read_text())
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

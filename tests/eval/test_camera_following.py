@@ -1,0 +1,72 @@
+"""Camera accuracy, motion strength and camera following on procedurally rendered clips with pycolmap SfM (real
+runs, low resolution): the true video scores well against its cameras and clearly worse against other cameras or
+as a frozen frame."""
+
+import numpy as np
+import pytest
+
+from camjax import geometry as g
+from camjax.eval import (EvalError, camera_accuracy, camera_following, motion_stats, motion_strength, render_scenes,
+                         write_following_report)
+
+pytest.importorskip("pycolmap")
+pytest.importorskip("cv2")
+
+
+@pytest.fixture(scope="module")
+def clip():
+  return render_scenes(1, seed=0, num_frames=17, height=128, width=160, trajectories=["truck_right:1"])[0]
+
+
+def test_true_cameras_vs_other_cameras(clip):
+  res = camera_accuracy(clip.frames, clip.cameras, trials=2, seed=0)
+  assert res["success_ratio"] == 1.0 and res["kept_trials"] == 2
+  assert res["cameractrl2"]["rot_err"] < 1.0  # degrees, the issue's bar for rendered clips
+  assert res["cameractrl2"]["rot_err_std"] >= 0.0 and np.isfinite(res["cami2v"]["cammc"])
+  assert res["estimated_cameras"].num_frames == 17
+  np.testing.assert_allclose(res["estimated_cameras"].K[0], clip.cameras.K[0], atol=1e-6)  # K held fixed
+  # The same frames against another trajectory (same intrinsics): clearly worse under every protocol.
+  other = g.preset("pan_left:20+pedestal_up:0.5", 17, K=clip.cameras.K[0], height=128, width=160)
+  worse = camera_accuracy(clip.frames, other, trials=1, seed=0)
+  for p, m in [("cameractrl2", "rot_err"), ("cami2v", "rot_err"), ("track2view", "rot_err"), ("cami2v", "cammc")]:
+    assert worse[p][m] > 5 * res[p][m], (p, m, worse[p][m], res[p][m])
+
+
+def test_bad_inputs_raise_named_errors(clip):
+  with pytest.raises(EvalError, match="17 frames but 16 cameras"):
+    camera_accuracy(clip.frames, clip.cameras.take(np.arange(16)))
+  with pytest.raises(EvalError, match="uint8"):
+    camera_accuracy(clip.frames.astype(np.float32), clip.cameras)
+  with pytest.raises(EvalError, match="64x80 images"):
+    camera_accuracy(clip.frames, clip.cameras.resize(64, 80))
+  with pytest.raises(EvalError, match="mapper"):
+    camera_accuracy(clip.frames, clip.cameras, mapper="hierarchical")
+
+
+def test_motion_strength_sees_objects_not_a_frozen_frame():
+  moving = render_scenes(1, seed=3, num_frames=9, height=96, width=128, trajectories=["static"])[0]
+  frozen = np.repeat(moving.frames[:1], 9, axis=0)
+  stats = motion_stats(moving.frames)
+  assert stats["motion_strength"] > 0.5 and 0 < stats["foreground_fraction"] < 0.5
+  assert motion_strength(frozen) == 0.0
+  with pytest.raises(EvalError, match="T >= 2"):
+    motion_strength(moving.frames[:1])
+
+
+def test_camera_following_ground_truth_vs_frozen_frame(clip, tmp_path):
+  def generate(first_frame, cameras, caption, null_camera):
+    assert first_frame.shape == (128, 160, 3) and cameras.num_frames == 17 and caption
+    return np.repeat(first_frame[None], 17, axis=0) if null_camera else clip.frames
+
+  res = camera_following(generate, [clip], trials=1)
+  cam, null = res["camera"], res["null_camera"]
+  assert cam["psnr"] == 100.0 and cam["ssim"] == pytest.approx(1.0)
+  assert null["psnr"] < 30 and null["ssim"] < 0.9
+  assert cam["success_ratio"] == 1.0 and cam["cameractrl2/rot_err"] < 1.0
+  assert null["success_ratio"] == 0.0 and np.isnan(null["cameractrl2/rot_err"])
+  out = write_following_report(tmp_path, res)
+  text = (tmp_path / "report.md").read_text()
+  assert "| psnr | 100 |" in text and (tmp_path / "strip_scene0.png").is_file()
+  assert (tmp_path / "frusta_scene0.png").is_file() and out["camera"]["success_ratio"] == 1.0
+  with pytest.raises(EvalError, match="generate returned"):
+    camera_following(lambda f, c, t, null_camera: clip.frames[:5], [clip], trials=1)

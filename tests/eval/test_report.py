@@ -1,0 +1,93 @@
+"""`evaluate_dir` / `python -m camjax.eval` on a main-job sample folder and on --videos/--cameras folders:
+report.md, metrics.json, frusta plots and strips are written, bad samples become error rows."""
+
+import json
+
+import numpy as np
+import pytest
+
+from camjax import geometry as g
+from camjax.eval import EvalError, evaluate_videos, find_samples, latest_step_dir, render_scenes
+from camjax.eval.__main__ import main
+
+pytest.importorskip("pycolmap")
+
+
+def write_video(path, frames):
+  import mediapy
+
+  from camjax.media import _setup_ffmpeg
+
+  _setup_ffmpeg()
+  mediapy.write_video(str(path), frames, fps=8, crf=12)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("work")
+  clip = render_scenes(1, seed=0, num_frames=13, height=128, width=160, trajectories=["truck_right:0.8"])[0]
+  old = root / "samples" / "step_10"
+  old.mkdir(parents=True)
+  d = root / "samples" / "step_200"
+  d.mkdir()
+  write_video(d / "generated_0.mp4", clip.frames)
+  write_video(d / "ground_truth_0.mp4", clip.frames)
+  g.write_re10k(d / "cameras_0.txt", clip.cameras)
+  (d / "caption_0.txt").write_text(clip.caption)
+  write_video(d / "generated_1.mp4", clip.frames[:8])  # 8 frames for 13 cameras: an error row
+  g.write_re10k(d / "cameras_1.txt", clip.cameras)
+  return root
+
+
+def test_discovery(workdir, tmp_path):
+  assert latest_step_dir(workdir).name == "step_200"
+  assert latest_step_dir(workdir, 10).name == "step_10"
+  with pytest.raises(EvalError, match="no step_7"):
+    latest_step_dir(workdir, 7)
+  with pytest.raises(EvalError, match="no step_<N>"):
+    latest_step_dir(tmp_path)
+  samples = find_samples(workdir / "samples" / "step_200")
+  assert [s.name for s in samples] == ["sample_0", "sample_1"]
+  assert samples[0].ground_truth is not None and samples[1].ground_truth is None and samples[0].caption
+  with pytest.raises(EvalError, match="no generated_"):
+    find_samples(workdir / "samples" / "step_10")
+
+
+def test_cli_workdir_writes_the_report(workdir, capsys):
+  assert main(["--workdir", str(workdir), "--trials", "1"]) == 0
+  out = workdir / "samples" / "step_200" / "eval"
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["num_videos"] == 2 and metrics["num_errors"] == 1
+  good, bad = metrics["videos"]
+  assert "8 frames but 13 cameras" in bad["error"]
+  m = good["metrics"]
+  assert m["success_ratio"] == 1.0 and m["cameractrl2/rot_err"] < 1.0
+  assert m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0)  # ground truth = the same file
+  assert m["motion_strength"] >= 0.0
+  assert metrics["aggregate"]["cameractrl2/rot_err"] == pytest.approx(m["cameractrl2/rot_err"])
+  assert metrics["units"]["cami2v/rot_err"].startswith("rad")
+  report = (out / "report.md").read_text()
+  assert "| sample_0 | 1 |" in report and "error: " in report
+  for f in ("strip_sample_0.png", "frusta_sample_0.png"):
+    assert (out / f).stat().st_size > 1000
+  assert "report:" in capsys.readouterr().out
+  assert main(["--workdir", str(workdir), "--step", "10"]) == 2  # no samples there: a clear error, exit code 2
+
+
+def test_videos_and_cameras_folders(workdir, tmp_path):
+  d = workdir / "samples" / "step_200"
+  videos, cams = tmp_path / "videos", tmp_path / "cams"
+  videos.mkdir()
+  cams.mkdir()
+  (videos / "clip.mp4").write_bytes((d / "generated_0.mp4").read_bytes())
+  (cams / "clip.txt").write_text((d / "cameras_0.txt").read_text())
+  (videos / "lonely.mp4").write_bytes((d / "generated_0.mp4").read_bytes())  # no camera file: skipped
+
+  out = evaluate_videos(videos, cams, tmp_path / "out", trials=1, motion=False, intrinsics="frames",
+                        protocols=("cameractrl2",))
+  assert [v["name"] for v in out["videos"]] == ["clip"]
+  assert set(out["aggregate"]) == {"success_ratio", "registered_ratio", "cameractrl2/rot_err",
+                                   "cameractrl2/rot_err_std", "cameractrl2/trans_err", "cameractrl2/trans_err_std"}
+  assert out["aggregate"]["cameractrl2/rot_err"] < 1.0
+  with pytest.raises(EvalError, match="has a camera file"):
+    evaluate_videos(videos, tmp_path, tmp_path / "out2")

@@ -1,0 +1,140 @@
+"""CameraCtrl II scene exploration: extension training (condition tokens clean, out of the loss, global reference),
+phase 2 continuing a phase-1 run, and the clip-by-clip exploration API / CLI."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from camjax import explore, train
+from camjax.conditioning import cameractrl2 as cc2
+from camjax.data.pipeline import make_pipeline
+from camjax.data.synthetic import SyntheticSource
+from camjax.diffusion import FlowMatching
+from camjax.geometry import trajectories
+from camjax.models import WanDiT, preset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(phase2_steps=2):
+  spec = importlib.util.spec_from_file_location("cameractrl2", ROOT / "configs" / "cameractrl2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("test")
+  config.data.render_frames = 13  # longer scenes than the 9-frame window: room for an earlier global reference
+  config.phase2.update(steps=phase2_steps, extension_prob=1.0)
+  config.train.checkpoint_every = 100  # checkpoints at phase ends only
+  return config
+
+
+def _losses(workdir):
+  rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def test_condition_tokens_are_ignored_by_the_loss():
+  cfg = preset("toy", in_channels=8, out_channels=8, text_dim=16, num_layers=1, cond_mask=True)
+  dit = WanDiT.create(cfg, seed=0)
+  rng = np.random.default_rng(0)
+  b, grid = 2, (4, 4, 4)
+  latents = jnp.asarray(rng.standard_normal((b, *grid, 8)), jnp.float32)
+  noise = jnp.asarray(rng.standard_normal(latents.shape), jnp.float32)
+  text, text_mask = jnp.ones((b, 3, 16)), jnp.ones((b, 3), bool)
+  camera = jnp.asarray(rng.standard_normal((b, *grid, 6)), jnp.float32)
+  cond = cc2.extension_mask(b, grid, jnp.array([2, 1]))  # 2 and 1 clean latent frames
+  sigma = jnp.array([0.7, 0.4])
+  objective = FlowMatching()
+
+  def loss(noise):
+    return train.denoising_loss(dit, objective, latents, noise, sigma, text, text_mask, camera, cond)
+
+  other = jnp.asarray(rng.standard_normal(latents.shape), jnp.float32)
+  on_cond = cond * other + (1 - cond) * noise  # differs from `noise` on condition tokens only
+  on_gen = cond * noise + (1 - cond) * other
+  np.testing.assert_allclose(loss(on_cond), loss(noise), rtol=1e-6)
+  assert abs(float(loss(on_gen)) - float(loss(noise))) > 1e-3
+  grad = jax.grad(loss)(noise)
+  assert float(jnp.abs(grad * cond).max()) == 0.0 and float(jnp.abs(grad * (1 - cond)).max()) > 0
+
+
+def test_extension_windows_carry_an_earlier_global_reference():
+  source = SyntheticSource(4, seed=3, num_frames=13, height=32, width=32, num_tracks=0)
+  ds = make_pipeline(source, num_frames=5, height=32, width=32, batch_size=4, stride=(1, 2), shuffle=False,
+                     num_epochs=1, global_reference=8, process_index=0, process_count=1, on_error="raise")
+  seen_earlier = False
+  for batch in ds:
+    for i in range(len(batch["w2c"])):
+      start, stride = int(batch["frame_indices"][i][0]), int(batch["stride"][i])
+      clip = next(source[j] for j in range(len(source)) if source[j].clip_id == str(batch["clip_id"][i]))
+      candidates = [clip.cameras.take(np.array([r, start])).relative(1).w2c[0] for r in range(start, -1, -stride)]
+      errors = [np.abs(batch["reference_w2c"][i] - c).max() for c in candidates]
+      assert min(errors) < 1e-4  # an earlier frame of the same clip, on the window's stride grid
+      seen_earlier |= int(np.argmin(errors)) > 0
+  assert seen_earlier
+
+
+@pytest.fixture(scope="module")
+def two_phase_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("explore") / "run"
+  summary = train.train_and_evaluate(_config(), workdir)
+  return workdir, summary
+
+
+def test_phase_two_continues_a_phase_one_run(two_phase_run, tmp_path):
+  workdir, summary = two_phase_run
+  assert summary.end_step == 6 and np.isfinite(summary.last_loss)
+  train.train_and_evaluate(_config(phase2_steps=0), tmp_path)  # phase 1 alone ...
+  train.train_and_evaluate(_config(), tmp_path)  # ... then phase 2 added to the same workdir
+  want, got = _losses(workdir), _losses(tmp_path)
+  assert sorted(got) == sorted(want) == [1, 2, 3, 4, 5, 6]
+  np.testing.assert_allclose([got[s] for s in range(1, 7)], [want[s] for s in range(1, 7)], rtol=1e-5)
+
+
+def test_exploration_extends_clips_in_one_global_frame(two_phase_run, tmp_path):
+  workdir, _ = two_phase_run
+  explorer = explore.Explorer.from_workdir(workdir)
+  T, H, W = explorer.num_frames, explorer.height, explorer.width
+  image = np.random.default_rng(0).integers(0, 255, (48, 40, 3), dtype=np.uint8)
+  run = explorer.start("pan_left", image=image, caption="a room")
+  assert run.clips[0].window.shape == (T, H, W, 3)
+  for spec in ("dolly_in:0.5", "orbit_right"):
+    run.extend(spec, cond_frames=5)
+  prev, nxt = run.clips[0], run.clips[1]
+  np.testing.assert_array_equal(nxt.window[:5], prev.window[-5:])  # condition frames pass through unchanged
+  np.testing.assert_allclose(nxt.cameras.w2c[:5], prev.cameras.w2c[-5:], atol=1e-9)
+  assert run.video.shape == (T + 2 * (T - 5), H, W, 3)
+  cams = run.cameras
+  np.testing.assert_allclose(cams.w2c[0], np.eye(4), atol=1e-9)  # the global reference
+  rel = trajectories.preset("dolly_in:0.5", T - 5 + 1, height=H, width=W, K=explorer.K)
+  want = trajectories.chain([cams.take(np.arange(T)), rel], drop_anchor=True)
+  np.testing.assert_allclose(cams.w2c[:2 * T - 5], want.w2c, atol=1e-9)
+
+  evaluation = run.evaluate(trials=1)
+  assert len(evaluation["per_clip"]) == 3 and all("success_ratio" in c for c in evaluation["per_clip"])
+  assert evaluation["appearance"]["overlap_psnr"] > 60  # identical condition frames
+  out = run.save(tmp_path / "out", evaluation=evaluation)
+  for name in ("exploration.mp4", "clip_0.mp4", "clip_2.mp4", "trajectory.png", "cameras.json", "evaluation.json"):
+    assert (out / name).stat().st_size > 0
+  saved = json.loads((out / "cameras.json").read_text())
+  assert saved["reference"] == "global" and len(saved["w2c"]) == len(run.video) and len(saved["clips"]) == 3
+
+  with pytest.raises(explore.ExplorationError, match="cond_frames"):
+    run.extend("pan_left", cond_frames=4)
+  with pytest.raises(explore.ExplorationError, match="unknown trajectory preset"):
+    run.extend("fly_to_the_moon")
+
+
+def test_explore_cli_with_per_clip_reference(two_phase_run, tmp_path):
+  workdir, _ = two_phase_run
+  code = explore.main(["--workdir", str(workdir), "--trajectory", "pan_right", "--trajectory", "truck_left",
+                       "--trajectory", "tilt_up", "--reference", "clip", "--out", str(tmp_path / "cli")])
+  assert code == 0
+  saved = json.loads((tmp_path / "cli" / "cameras.json").read_text())
+  assert saved["reference"] == "clip" and [c["trajectory"] for c in saved["clips"]] == ["pan_right", "truck_left",
+                                                                                      "tilt_up"]
+  assert explore.main(["--workdir", str(tmp_path), "--trajectory", "pan_left", "--out", str(tmp_path / "x")]) == 2
