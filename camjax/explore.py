@@ -289,15 +289,12 @@ def _label(trajectory) -> str:
 
 
 def _fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  from camjax.data.pipeline import resize_frames  # pylint: disable=import-outside-toplevel
+  from camjax.data.pipeline import cover_crop, resize_frames  # pylint: disable=import-outside-toplevel
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     raise ExplorationError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-  scale = max(height / image.shape[0], width / image.shape[1])
-  rh, rw = max(height, round(image.shape[0] * scale)), max(width, round(image.shape[1] * scale))
-  big = resize_frames(image[None], rh, rw)[0]
-  top, left = (rh - height) // 2, (rw - width) // 2
-  return big[top:top + height, left:left + width]
+  rh, rw, top, left = cover_crop(image.shape[0], image.shape[1], height, width)  # as the training pipeline does
+  return resize_frames(image[None], rh, rw)[0, top:top + height, left:left + width]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

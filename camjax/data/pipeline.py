@@ -46,13 +46,19 @@ def resize_frames(frames: np.ndarray, height: int, width: int, resample=Image.BI
   return np.stack(out).astype(frames.dtype)
 
 
+def cover_crop(src_height: int, src_width: int, height: int, width: int) -> tuple[int, int, int, int]:
+  """`(rh, rw, top, left)`: resize `src` to `rh x rw` to cover `height x width` (aspect kept), then crop the centre
+  `height x width` at `(top, left)` (integer pixels)."""
+  scale = max(height / src_height, width / src_width)
+  rh, rw = max(height, round(src_height * scale)), max(width, round(src_width * scale))
+  return rh, rw, (rh - height) // 2, (rw - width) // 2
+
+
 def resize_center_crop_window(record: ClipRecord, indices: np.ndarray, height: int, width: int,
                               with_depth: bool = False) -> dict[str, Any]:
   """Frames `indices` of a record, resized to cover `height x width` (aspect kept) and centre-cropped, with the
   intrinsics moved by exactly the same integer crop."""
-  scale = max(height / record.height, width / record.width)
-  rh, rw = max(height, round(record.height * scale)), max(width, round(record.width * scale))
-  top, left = (rh - height) // 2, (rw - width) // 2
+  rh, rw, top, left = cover_crop(record.height, record.width, height, width)
   cams = record.cameras.take(indices).resize(rh, rw).crop(top, left, height, width)
   out = {"cameras": cams}
   if record.frames is not None:
