@@ -29,6 +29,7 @@ from camjax import sharding
 from camjax.conditioning import cameractrl2 as cc2
 from camjax.diffusion import FlowMatching, euler, guided_denoiser, masked_mse
 from camjax.errors import CamjaxError
+from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
 from camjax.models import WanDiT, preset
 from camjax.models.autoencoders import PixelAutoencoder, PrecomputedLatents
@@ -319,7 +320,7 @@ def _conditions(static: Static, batch, rng, training: bool):
                                       c.train.extension_max_fraction, c.train.extension_prob)
     num_cond = jnp.maximum(ext, i2v.astype(jnp.int32))
     if "reference_w2c" in batch and c.train.extension_reference == "global":
-      glob = w2c @ jnp.linalg.inv(batch["reference_w2c"])[:, None]
+      glob = w2c @ se3.invert(batch["reference_w2c"])[:, None]  # = Cameras.relative(reference)
       w2c = jnp.where((ext > 0)[:, None, None, None], glob, w2c)
   else:
     num_cond = batch["num_cond"] if "num_cond" in batch else jnp.full((b,), int(c.sample.i2v))
