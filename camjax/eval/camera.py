@@ -83,9 +83,10 @@ def check_inputs(frames, cameras: Cameras) -> tuple[np.ndarray, Cameras]:
 
 
 def estimate_trials(frames, K, *, trials: int = 3, mapper: str = "global", seed: int = 0, num_threads: int = 1,
-                    overlap: int = 10) -> list[Trial]:
+                    overlap: int = 10, max_error: float = 1.0) -> list[Trial]:
   """Runs `trials` SfM estimations of `frames uint8 [T, H, W, 3]` with pixel intrinsics `K [3, 3]` held fixed,
-  seeds `seed, seed + 1, ...`. A run that fails is kept as a `Trial` with `result=None`; nothing is raised."""
+  seeds `seed, seed + 1, ...` (`camjax.geometry.sfm.estimate_cameras`, two-view RANSAC threshold `max_error`
+  pixels). A run that fails is kept as a `Trial` with `result=None`; nothing is raised."""
   from camjax.geometry import sfm
 
   if trials < 1:
@@ -97,7 +98,7 @@ def estimate_trials(frames, K, *, trials: int = 3, mapper: str = "global", seed:
   for k in range(trials):
     try:
       result = sfm.estimate_cameras(frames, K, mapper=mapper, seed=seed + k, num_threads=num_threads,
-                                    overlap=overlap)
+                                    overlap=overlap, max_error=max_error)
       out.append(Trial(seed=seed + k, result=result))
     except Exception as e:  # noqa: BLE001 -- pycolmap raises RuntimeError/ValueError; a failed trial is data
       out.append(Trial(seed=seed + k, result=None, error=f"{type(e).__name__}: {e}"))
@@ -189,7 +190,7 @@ def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequen
 
 def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = "global", seed: int = 0,
                     protocols: Sequence[str] = PROTOCOLS, min_registered: float = 1.0, outlier_k: float = 3.0,
-                    num_threads: int = 1, overlap: int = 10) -> dict:
+                    num_threads: int = 1, overlap: int = 10, max_error: float = 1.0) -> dict:
   """Camera accuracy of a video against its conditioning cameras, over several SfM trials.
 
   Args:
@@ -204,6 +205,8 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
     outlier_k: outlier threshold in robust standard deviations.
     num_threads: pycolmap threads (1 = bit-reproducible).
     overlap: sequential-matching window in frames.
+    max_error: two-view verification RANSAC threshold, pixels (1; COLMAP's 4 mislabels short-baseline pairs as
+      planar, `camjax.geometry.sfm`).
 
   Returns:
     See `score_trials`. Never raises on a failed SfM run (it counts as a failure).
@@ -216,7 +219,7 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
   if unknown:
     raise EvalError(f"unknown protocols {unknown}: choose from {PROTOCOLS}")
   runs = estimate_trials(frames, cameras.K[0], trials=trials, mapper=mapper, seed=seed, num_threads=num_threads,
-                         overlap=overlap)
+                         overlap=overlap, max_error=max_error)
   return score_trials(runs, cameras, protocols=protocols, min_registered=min_registered, outlier_k=outlier_k)
 
 
