@@ -348,7 +348,7 @@ def denoising_loss(dit: WanDiT, objective: FlowMatching, latents, noise, sigma, 
 
   Args:
     dit: the DiT.
-    objective: flow matching (`add_noise`, `target`, `model_timesteps`).
+    objective: flow matching (`add_noise`, `loss_terms`, `model_timesteps`; velocity or x-prediction).
     latents: `[B, t, h, w, c]` clean latents; noise: the same shape; sigma: `[B]` in (0, 1).
     text, text_mask: `[B, L, D]`, `[B, L]`.
     camera: `[B, t, h, w, 6]` Plücker map; cond_mask: `[B, t, h, w, 1]` (1 = condition).
@@ -359,9 +359,10 @@ def denoising_loss(dit: WanDiT, objective: FlowMatching, latents, noise, sigma, 
   """
   x_t = objective.add_noise(latents, noise, sigma)
   x_in = cond_mask * latents + (1 - cond_mask) * x_t
-  pred = dit(x_in, objective.model_timesteps(sigma), text, text_mask, camera=camera,
-             cond_mask=cond_mask if use_cond_mask else None)
-  return masked_mse(pred.astype(jnp.float32), objective.target(latents, noise), 1 - cond_mask)
+  out = dit(x_in, objective.model_timesteps(sigma), text, text_mask, camera=camera,
+            cond_mask=cond_mask if use_cond_mask else None)
+  pred, target = objective.loss_terms(x_t, out, latents, noise, sigma)
+  return masked_mse(pred, target, 1 - cond_mask)
 
 
 def loss_fn(params, static: Static, batch, rng):
@@ -410,7 +411,8 @@ def sample(params, static: Static, batch, rng):
   use_mask = static.config.model.cond_mask
 
   def model_fn(latents, timesteps, text, text_mask, camera, cond_mask=None):
-    return model.dit(latents, timesteps, text, text_mask, camera=camera, cond_mask=cond_mask if use_mask else None)
+    out = model.dit(latents, timesteps, text, text_mask, camera=camera, cond_mask=cond_mask if use_mask else None)
+    return static.objective.velocity(latents, out, timesteps / static.objective.timestep_scale)
 
   denoise = guided_denoiser(model_fn, static.objective, text=text, null_text=blank, text_mask=batch["text_mask"],
                             null_text_mask=blank_mask, camera=camera, w_text=s.w_text, w_cam=s.w_cam,
@@ -741,7 +743,8 @@ def build_model(config, mesh) -> Model:
   generator = make_generator(config, autoencoder, mesh)
   graphdef, params = nnx.split(generator)
   tx = make_optimizer(config)
-  objective = FlowMatching(shift=config.objective.shift, density=config.objective.density)
+  objective = FlowMatching(shift=config.objective.shift, density=config.objective.density,
+                           prediction=config.objective.get("prediction", "velocity"))
   state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
   if config.optimizer.ema_decay > 0:
     state["ema"] = params

@@ -62,7 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       batch_size=8,  # global batch (split over processes and the data x fsdp mesh axes)
       worker_count=0,
   ))
-  c.objective = ml_collections.ConfigDict(dict(kind="flow", shift=1.0, density="logit_normal"))
+  # prediction: "sample" (x-prediction) for the CPU-sized model, whose 3072-dimensional pixel tokens are far wider
+  # than the DiT (a velocity contains the noise, which width 128 cannot carry); "velocity" for WAN weights.
+  c.objective = ml_collections.ConfigDict(dict(kind="flow", shift=1.0, density="logit_normal", prediction="sample"))
   c.optimizer = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_init_lr=5e-4, warmup_steps=30, end_lr=1e-4,  # CameraCtrl II shape, scaled to the toy
       weight_decay=0.01, b1=0.9, b2=0.95, grad_clip=1.0, ema_decay=0.0))
@@ -112,7 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.text.update(kind="precomputed", width=4096, max_length=512)
     c.data.update(source="shards", path="/path/to/records_with_latents", num_frames=81, height=192, width=320,
                   stride=(1, 3), batch_size=640, worker_count=8)
-    c.objective.update(shift=3.0)
+    c.objective.update(shift=3.0, prediction="velocity")  # WAN 2.1 is a velocity model
     c.optimizer.update(lr=1e-4, warmup_init_lr=5e-5, warmup_steps=500, end_lr=1e-5, grad_clip=1.0, ema_decay=0.0)
     c.train.update(steps=100_000, log_every=50, checkpoint_every=1000, i2v_prob=0.5, extension_prob=0.0)
     # Phase 2: 384x640 with clip extension, 50k steps at batch 512 (records with latents at that size).

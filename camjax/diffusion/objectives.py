@@ -17,6 +17,7 @@ from camjax.diffusion import schedules
 from camjax.errors import CamjaxError
 
 FLOW_DENSITIES = ("uniform", "logit_normal")
+FLOW_PREDICTIONS = ("velocity", "sample")
 DDPM_PREDICTIONS = ("eps", "v")
 
 
@@ -62,15 +63,26 @@ class FlowMatching:
   Training draws `t` from `density` and uses `sigma = shift_sigma(t, shift)`; the WAN DiT is conditioned on
   `timestep = sigma * timestep_scale` (0..1000).
 
+  The network either outputs the velocity (`prediction="velocity"`, WAN 2.1 and CameraCtrl II) or the clean sample
+  (`prediction="sample"`, "x-prediction", Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise").
+  An x-prediction network `x_theta` is turned into a velocity `v = (x_t - x_theta) / sigma`, so samplers and
+  guidance see velocities either way, and it is trained with that velocity's loss, the denominator clamped at
+  `min_sigma`: `|(x_theta - x_0) / max(sigma, min_sigma)|^2`. Use it when a token has many more dimensions than the
+  network is wide (camjax's CPU default: 3072-dimensional pixel tokens, width 128): the velocity contains the noise,
+  which a narrow network cannot pass through, while the clean sample lies on a low-dimensional manifold.
+
   Attributes:
     shift: timestep shift `s > 0` applied to the sampled times (1 = none).
     density: "uniform" (`t ~ U[0, 1)`) or "logit_normal" (`t = sigmoid(N(logit_mean, logit_std^2))`).
     logit_mean: mean of the logit-normal density.
     logit_std: standard deviation of the logit-normal density.
     timestep_scale: factor from sigma to the model's timestep input.
+    prediction: what the network outputs, "velocity" or "sample" (see above).
+    min_sigma: x-prediction's loss-denominator clamp.
 
   Raises:
-    DiffusionError: on construction, for an unknown `density`, `shift <= 0` or `logit_std <= 0`.
+    DiffusionError: on construction, for an unknown `density` or `prediction`, `shift <= 0`, `logit_std <= 0` or
+      `min_sigma <= 0`.
   """
 
   shift: float = 1.0
@@ -78,6 +90,8 @@ class FlowMatching:
   logit_mean: float = 0.0
   logit_std: float = 1.0
   timestep_scale: float = 1000.0
+  prediction: str = "velocity"
+  min_sigma: float = 0.05
 
   def __post_init__(self):
     if self.density not in FLOW_DENSITIES:
@@ -86,6 +100,10 @@ class FlowMatching:
       raise DiffusionError(f"FlowMatching.shift must be > 0, got {self.shift}")
     if not self.logit_std > 0:
       raise DiffusionError(f"FlowMatching.logit_std must be > 0, got {self.logit_std}")
+    if self.prediction not in FLOW_PREDICTIONS:
+      raise DiffusionError(f"unknown flow-matching prediction {self.prediction!r}; choose one of {FLOW_PREDICTIONS}")
+    if not self.min_sigma > 0:
+      raise DiffusionError(f"FlowMatching.min_sigma must be > 0, got {self.min_sigma}")
 
   def sample_sigma(self, rng, batch: int):
     """Draws training noise levels: `sigma = shift_sigma(t, shift)` with `t` from `density`; returns float32 `[B]`."""
@@ -117,6 +135,25 @@ class FlowMatching:
   def model_timesteps(self, sigma):
     """The DiT's timestep input, `sigma * timestep_scale` (float32, the shape of `sigma`)."""
     return jnp.asarray(sigma, dtype=jnp.float32) * self.timestep_scale
+
+  def velocity(self, x_t, pred, sigma):
+    """The velocity of a network output at `x_t`: `pred` itself, or `(x_t - pred) / sigma` for x-prediction
+    (`sigma > 0`, as on every step of a sampler; float32)."""
+    if self.prediction == "velocity":
+      return pred
+    s = _per_example(sigma, x_t).astype(jnp.float32)
+    return (x_t.astype(jnp.float32) - pred.astype(jnp.float32)) / s
+
+  def loss_terms(self, x_t, pred, x0, noise, sigma):
+    """`(prediction, target)` whose squared difference is the training loss of a network output `pred` at
+    `x_t = add_noise(x0, noise, sigma)`: `(pred, eps - x_0)` for velocity prediction; for x-prediction the velocities
+    `((x_t - pred) / d, (x_t - x_0) / d)` with `d = max(sigma, min_sigma)` (equal to `eps - x_0` for
+    `sigma >= min_sigma`). float32, the shape of `x0`."""
+    if self.prediction == "velocity":
+      return pred.astype(jnp.float32), self.target(x0, noise).astype(jnp.float32)
+    d = jnp.maximum(_per_example(sigma, x_t).astype(jnp.float32), self.min_sigma)
+    x_t = x_t.astype(jnp.float32)
+    return (x_t - pred.astype(jnp.float32)) / d, (x_t - x0.astype(jnp.float32)) / d
 
   def predict_x0(self, x_t, v, sigma):
     """Clean estimate from a velocity: `x_0 = x_t - sigma v`."""

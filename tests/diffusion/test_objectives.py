@@ -102,6 +102,31 @@ def test_flow_matching_densities():
     d.FlowMatching(shift=-1.0)
 
 
+def test_flow_matching_x_prediction_velocity_and_loss():
+  x0, noise = _normal(0, (3, 2, 4, 4, 6)), _normal(1, (3, 2, 4, 4, 6))
+  sigma = jnp.array([0.02, 0.3, 0.9])  # the first below min_sigma = 0.05
+  fm_x, fm_v = d.FlowMatching(prediction="sample"), d.FlowMatching()
+  xt = fm_x.add_noise(x0, noise, sigma)
+  sb = np.asarray(sigma)[:, None, None, None, None]
+  # A perfect x-prediction is the true velocity, for the sampler and for guidance.
+  np.testing.assert_allclose(fm_x.velocity(xt, x0, sigma), noise - x0, atol=2e-4)
+  np.testing.assert_allclose(fm_v.velocity(xt, noise - x0, sigma), noise - x0)  # velocity prediction: as is
+  # Loss terms: zero for the perfect prediction; the velocity target where sigma >= min_sigma; the x-error over
+  # max(sigma, 0.05) everywhere.
+  pred, target = fm_x.loss_terms(xt, x0, x0, noise, sigma)
+  np.testing.assert_allclose(pred, target, atol=1e-6)
+  np.testing.assert_allclose(target[1:], (noise - x0)[1:], atol=1e-4)
+  wrong = x0 + 0.1
+  pred, target = fm_x.loss_terms(xt, wrong, x0, noise, sigma)
+  np.testing.assert_allclose(pred - target, -0.1 / np.maximum(sb, 0.05) * np.ones_like(xt), rtol=1e-4)
+  pred, target = fm_v.loss_terms(xt, noise - x0 + 0.1, x0, noise, sigma)
+  np.testing.assert_allclose(pred - target, 0.1 * np.ones_like(xt), rtol=1e-4)
+  with pytest.raises(d.DiffusionError, match="velocity.*sample"):
+    d.FlowMatching(prediction="eps")
+  with pytest.raises(d.DiffusionError, match="min_sigma"):
+    d.FlowMatching(prediction="sample", min_sigma=0.0)
+
+
 def test_flow_matching_is_a_static_jit_argument():
   f = jax.jit(lambda obj, x0, e, s: obj.add_noise(x0, e, s), static_argnums=0)
   out = f(d.FlowMatching(shift=5.0), np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32),
