@@ -715,6 +715,8 @@ def train_and_evaluate(config, workdir) -> RunSummary:
           from camjax import eval as evaluation  # pylint: disable=import-outside-toplevel
           result = evaluation.evaluate_dir(samples[0].parent, trials=config.eval.trials)
           log.info("evaluation of the final samples: %s", result["aggregate"])
+        if config.eval.at_end and config.eval.get("following", 0):
+          _following_at_end(state, config, mesh, workdir)
     finally:
       if bar is not None:
         bar.close()
@@ -725,6 +727,24 @@ def train_and_evaluate(config, workdir) -> RunSummary:
   rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
   return RunSummary(workdir, start, int(state["step"]), first_loss, last_loss, rate, rate * tokens_per_step, samples,
                     preempted)
+
+
+def _following_at_end(state, config, mesh, workdir: Path) -> None:
+  """Camera-conditioned vs null-camera camera following of the final model on `config.eval.following` held-out
+  procedural scenes -> `workdir/eval_following/` (single-process runs; else `python -m camjax.eval --following`)."""
+  if jax.process_count() > 1:
+    log.info("camera following is evaluated in single-process runs: python -m camjax.eval --workdir %s --following "
+             "%d", workdir, config.eval.following)
+    return
+  from camjax.eval import following  # pylint: disable=import-outside-toplevel
+  from camjax.explore import Explorer  # pylint: disable=import-outside-toplevel
+  explorer = Explorer(config, state.get("ema", state["params"]), mesh=mesh, seed=config.seed)
+  out = workdir / "eval_following"
+  result = following.run_following(explorer.following_generator(), int(config.eval.following), out,
+                                   num_frames=explorer.num_frames, height=explorer.height, width=explorer.width,
+                                   seed=config.seed, trials=config.eval.trials)
+  log.info("camera following (%s): %s", out, {m: {k: round(result[m][k], 4) for k in ("psnr", "ssim", "success_ratio")}
+                                              for m in following.MODES})
 
 
 @dataclasses.dataclass

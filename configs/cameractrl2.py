@@ -86,13 +86,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                                             batch_size=0, path=""))
   c.sample = ml_collections.ConfigDict(dict(every=0, num=2, steps=24, shift=3.0, w_text=2.0, w_cam=3.0, i2v=True))
   # After the final samples: camjax.eval on them (SfM camera error over `trials` seeds, motion strength, PSNR/SSIM vs
-  # the ground truth) -> samples/step_N/eval/report.md. On demand: `python -m camjax.eval --workdir W`.
-  c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2))
+  # the ground truth) -> samples/step_N/eval/report.md; and, when `following` > 0, camera following on that many
+  # held-out procedural scenes, camera-conditioned vs null camera -> eval_following/report.md. On demand:
+  # `python -m camjax.eval --workdir W [--following N]`.
+  c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2, following=0))
 
   if variant == "default":
     # Both phases, briefly: 300 single-clip steps, then 100 steps with clip extension on 13-frame windows of the
     # 17-frame scenes (so extension samples can be posed relative to an earlier, "global" first frame).
     c.phase2.update(steps=100, num_frames=13)
+    c.eval.following = 4  # held-out procedural scenes, the training data's kind
   elif variant == "test":
     c.model.update(num_heads=2, head_dim=16, ffn_dim=64, num_layers=2)
     c.text.update(width=32, max_length=24)

@@ -36,6 +36,7 @@ def _fast(config, workdir_steps=1):
   config.data.num_scenes = 2
   config.sample.num = 1
   config.sample.steps = 1
+  config.eval.following = min(config.eval.following, 1)
   return config
 
 
@@ -64,6 +65,9 @@ def test_one_training_step_of_every_cpu_variant(variant, tmp_path, shared_data):
   metrics = json.loads((summary.samples[0].parent / "eval" / "metrics.json").read_text())  # end-of-run evaluation
   assert metrics["num_videos"] == 1 and "success_ratio" in json.dumps(metrics)
   assert (summary.samples[0].parent / "eval" / "report.md").exists()
+  if variant == "default":  # camera-conditioned vs null camera on a held-out procedural scene
+    following = json.loads((tmp_path / "eval_following" / "metrics.json").read_text())
+    assert {"camera", "null_camera"} <= set(following) and np.isfinite(following["camera"]["psnr"])
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 

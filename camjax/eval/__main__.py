@@ -70,16 +70,14 @@ def main(argv=None) -> int:
 def _following(args) -> int:
   from pathlib import Path  # pylint: disable=import-outside-toplevel
 
-  from camjax.eval import following, report  # pylint: disable=import-outside-toplevel
+  from camjax.eval import following  # pylint: disable=import-outside-toplevel
   from camjax.explore import Explorer  # pylint: disable=import-outside-toplevel
   explorer = Explorer.from_workdir(args.workdir, args.step, seed=args.seed)
-  scenes = following.render_scenes(args.following, seed=2_000_000 + args.seed, num_frames=explorer.num_frames,
-                                   height=explorer.height, width=explorer.width)
-  result = following.camera_following(explorer.following_generator(), scenes, trials=args.trials,
-                                      mapper=args.mapper, seed=args.seed, protocols=tuple(args.protocols),
-                                      min_registered=args.min_registered)
   out = Path(args.out or Path(args.workdir) / "eval_following")
-  report.write_following_report(out, result)
+  result = following.run_following(explorer.following_generator(), args.following, out,
+                                   num_frames=explorer.num_frames, height=explorer.height, width=explorer.width,
+                                   seed=args.seed, trials=args.trials, mapper=args.mapper,
+                                   protocols=tuple(args.protocols), min_registered=args.min_registered)
   print(f"camera following on {args.following} scenes; report: {out}/report.md")
   for mode in following.MODES:
     print(f"  {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in result[mode].items()))

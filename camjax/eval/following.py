@@ -96,3 +96,25 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
       vals = np.array([r[mode][k] for r in per_scene], dtype=np.float64)
       out[mode][k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
   return out
+
+
+def run_following(generate: Callable[..., np.ndarray], num_scenes: int, out_dir, *, num_frames: int, height: int,
+                  width: int, seed: int = 0, **opts) -> dict:
+  """Camera following of a model on `num_scenes` held-out procedural scenes (scene seeds from 2,000,000 + `seed`,
+  never used for training), report written to `out_dir` (`report.write_following_report`).
+
+  Args:
+    generate: as in `camera_following` (e.g. `camjax.explore.Explorer.following_generator()`).
+    num_frames, height, width: the model's window.
+    seed: scene and SfM seed.
+    **opts: `trials`, `mapper`, `protocols`, `min_registered` of `camera_following`.
+
+  Returns:
+    `camera_following`'s result.
+  """
+  from camjax.eval.report import write_following_report  # pylint: disable=import-outside-toplevel
+
+  scenes = render_scenes(num_scenes, seed=2_000_000 + seed, num_frames=num_frames, height=height, width=width)
+  result = camera_following(generate, scenes, seed=seed, **opts)
+  write_following_report(out_dir, result)
+  return result
