@@ -3,13 +3,16 @@
 For a rendered scene the ground-truth video of ANY trajectory is known (`camjax.data.synthetic`), so a model given
 the scene's first frame, caption and cameras can be scored directly: PSNR/SSIM of its video against the rendered
 one, and the camera accuracy of its video against the cameras it was asked to follow. Each scene is generated twice,
-with the cameras and with a null camera (CameraCtrl II's all-zero Plücker map), by a caller-supplied callable, so the
-comparison is model-agnostic:
+with the cameras, with a null camera (CameraCtrl II's all-zero Plücker map) and with the REVERSED trajectory (every
+motion relative to the first frame inverted: a dolly-in becomes a dolly-out, a pan left a pan right), by a
+caller-supplied callable, so the comparison is model-agnostic:
 
     generate(first_frame uint8 [H, W, 3], cameras Cameras [T], caption str, null_camera bool) -> uint8 [T, H, W, 3]
 
 A camera-conditioned model that follows its cameras scores a higher PSNR/SSIM, a higher SfM success ratio and lower
-camera errors than the same model with the null camera.
+camera errors than the same model with the null camera. The reversed trajectory is the control that separates
+following from image quality: it goes through the same camera pathway (so the same training and the same image
+quality), and only a model that follows the trajectory does worse with it than with the true one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from camjax.eval.errors import EvalError
 from camjax.eval.quality import psnr, ssim
 from camjax.geometry.cameras import Cameras
 
-MODES = ("camera", "null_camera")
+MODES = ("camera", "null_camera", "reversed_camera")
 
 
 def render_scenes(num_scenes: int, *, seed: int = 0, num_frames: int = 17, height: int = 128, width: int = 160,
@@ -40,6 +43,17 @@ def render_scenes(num_scenes: int, *, seed: int = 0, num_frames: int = 17, heigh
   return clips
 
 
+def reversed_trajectory(cameras: Cameras) -> Cameras:
+  """The inverse motion of `cameras` from their first frame, in the same world frame: relative poses
+  `c2w_0^-1 c2w_i` become their inverses, so `c2w'_i = c2w_0 c2w_i^-1 c2w_0` (frame 0 and `K` unchanged)."""
+  from camjax.geometry import se3  # pylint: disable=import-outside-toplevel
+
+  cams = cameras.numpy()
+  c2w = np.asarray(se3.invert(cams.w2c), np.float64)
+  rev = c2w[:1] @ np.asarray(se3.invert(c2w), np.float64) @ c2w[:1]
+  return Cameras(K=cams.K, w2c=np.asarray(se3.invert(rev)), height=cams.height, width=cams.width)
+
+
 def _scene_fields(scene, index: int) -> tuple[np.ndarray, Cameras, str]:
   frames = getattr(scene, "frames", None)
   cams = getattr(scene, "cameras", None)
@@ -52,7 +66,7 @@ def _scene_fields(scene, index: int) -> tuple[np.ndarray, Cameras, str]:
 def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, trials: int = 3,
                      mapper: str = "global", seed: int = 0, protocols: Sequence[str] = PROTOCOLS,
                      min_registered: float = 1.0) -> dict:
-  """Scores `generate` on `scenes` with the cameras and with a null camera (module docstring).
+  """Scores `generate` on `scenes` with the cameras, a null camera and the reversed cameras (module docstring).
 
   Args:
     generate: `generate(first_frame, cameras, caption, null_camera) -> uint8 [T, H, W, 3]`.
@@ -61,7 +75,8 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
     trials, mapper, seed, protocols, min_registered: camera-accuracy settings (see `camera.camera_accuracy`).
 
   Returns:
-    `{"camera": {...}, "null_camera": {...}, "per_scene": [...]}`: for each mode the mean over scenes of `psnr`
+    `{"camera": {...}, "null_camera": {...}, "reversed_camera": {...}, "per_scene": [...]}`: for each mode (all
+    scored against the scene's true video and cameras) the mean over scenes of `psnr`
     (dB), `ssim`, `success_ratio` and every camera metric (`"cameractrl2/rot_err"`, ...; NaN-skipping means over the
     scenes where SfM succeeded); `per_scene` holds each scene's numbers, the generated videos (`"videos"`), the
     ground truth, its cameras and the best SfM estimate per mode (`"estimated"`), for
@@ -78,7 +93,8 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
     row = {"scene": i, "caption": caption, "trajectory": getattr(scene, "trajectory", ""), "videos": {},
            "ground_truth": gt, "cameras": cams, "estimated": {}}
     for mode in MODES:
-      video = np.asarray(generate(gt[0], cams, caption, null_camera=mode == "null_camera"))
+      asked = reversed_trajectory(cams) if mode == "reversed_camera" else cams
+      video = np.asarray(generate(gt[0], asked, caption, null_camera=mode == "null_camera"))
       if video.shape != gt.shape or video.dtype != np.uint8:
         raise EvalError(f"scene {i} ({mode}): generate returned {video.dtype} {video.shape}, expected uint8 "
                         f"{gt.shape}")

@@ -344,18 +344,22 @@ def write_report(out_dir, result: dict) -> dict:
 
 
 def write_following_report(out_dir, result: dict, title: str = "Camera following on procedural scenes") -> dict:
-  """Report of `following.camera_following`: a camera vs null-camera table, per-scene rows, strips (ground truth,
-  camera-conditioned, null camera) and frusta; writes `report.md` and `metrics.json` into `out_dir`."""
+  """Report of `following.camera_following`: a table of its modes (camera-conditioned, null camera, reversed
+  camera), per-scene rows, strips (ground truth, then one row per mode) and frusta; writes `report.md` and
+  `metrics.json` into `out_dir`."""
+  from camjax.eval.following import MODES
   from camjax.geometry.plot import plot_trajectories
 
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  modes = ("camera", "null_camera")
+  modes = tuple(m for m in MODES if m in result)
+  names = {"camera": "camera-conditioned", "null_camera": "null camera", "reversed_camera": "reversed camera"}
   keys = list(result["camera"])
   lines = [f"# {title}", "", f"{result['num_scenes']} procedurally rendered scenes; the same model generates each "
-           "with its cameras and with a null camera (docs/evaluation.md).", "",
-           "| metric | camera-conditioned | null camera |", "|---|---|---|"]
-  lines += [f"| {k} | {_fmt(result['camera'][k])} | {_fmt(result['null_camera'][k])} |" for k in keys]
+           "with its cameras, with a null camera and with the reversed trajectory; every video is scored against "
+           "the scene's true video and cameras (docs/evaluation.md).", "",
+           "| metric | " + " | ".join(names[m] for m in modes) + " |", "|---" * (len(modes) + 1) + "|"]
+  lines += [f"| {k} | " + " | ".join(_fmt(result[m][k]) for m in modes) + " |" for k in keys]
   lines += ["", "## Scenes", ""]
   for r in result["per_scene"]:
     i = r["scene"]
@@ -366,10 +370,11 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
     for m in modes:
       lines.append(f"| {m} | " + " | ".join(_fmt(r[m][k]) for k in keys) + " |")
     gt_frames = r.get("ground_truth")
-    videos = [v for v in (gt_frames, r["videos"].get("camera"), r["videos"].get("null_camera")) if v is not None]
+    shown = [m for m in modes if r["videos"].get(m) is not None]
+    videos = ([gt_frames] if gt_frames is not None else []) + [r["videos"][m] for m in shown]
     write_png(out_dir / f"strip_scene{i}.png", strip(videos))
-    lines.append(f"\n![scene {i}: rows = {'ground truth, ' if gt_frames is not None else ''}camera, null camera]"
-                 f"(strip_scene{i}.png)")
+    rows = (["ground truth"] if gt_frames is not None else []) + [names[m] for m in shown]
+    lines.append(f"\n![scene {i}: rows = {', '.join(rows)}](strip_scene{i}.png)")
     est = r.get("estimated", {}).get("camera")
     if est is not None and r.get("cameras") is not None:
       gt = r["cameras"]
@@ -378,8 +383,7 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
                           out_dir / f"frusta_scene{i}.png", every=max(1, gt.num_frames // 8))
         lines.append(f"![scene {i} cameras](frusta_scene{i}.png)")
     lines.append("")
-  json_result = jsonable({"camera": result["camera"], "null_camera": result["null_camera"],
-                           "num_scenes": result["num_scenes"],
+  json_result = jsonable({**{m: result[m] for m in modes}, "num_scenes": result["num_scenes"],
                            "per_scene": [{k: r[k] for k in ("scene", "caption", "trajectory", *modes)}
                                          for r in result["per_scene"]]})
   with atomic_write(out_dir / "metrics.json") as f:

@@ -75,7 +75,7 @@ def align_orientations(src_c2w, dst_c2w, with_scale: bool = True) -> Similarity:
   """Similarity whose rotation is fitted to the camera ORIENTATIONS, then scale/translation to the centres.
 
   `R = argmin sum |R R_src_i - R_dst_i|_F^2` (the SO(3) projection of `sum R_dst_i R_src_i^T`), then
-  `s, t = argmin sum |s R c_src_i + t - c_dst_i|^2`. Unlike centre-only Umeyama, this is well posed on
+  `s, t = argmin sum |s R c_src_i + t - c_dst_i|^2` over `s >= 0`. Unlike centre-only Umeyama, this is well posed on
   near-straight trajectories, where the roll about the direction of travel is unconstrained by positions
   (REFERENCE.md section 4: centre-only alignment has a ~1.5 degree rotation floor there).
 
@@ -91,7 +91,10 @@ def align_orientations(src_c2w, dst_c2w, with_scale: bool = True) -> Similarity:
   mu_s, mu_d = src.mean(0), dst.mean(0)
   xs, xd = (src - mu_s) @ R.T, dst - mu_d
   denom = (xs**2).sum()
-  scale = float((xs * xd).sum() / denom) if (with_scale and denom > 1e-300) else 1.0
+  # The least-squares scale is negative when the estimate runs backwards; a similarity has s >= 0 (a negative
+  # s is a point reflection, which would make a reversed trajectory align perfectly), and the objective is a
+  # parabola in s, so the constrained optimum is max(s, 0).
+  scale = max(float((xs * xd).sum() / denom), 0.0) if (with_scale and denom > 1e-300) else 1.0
   return Similarity(scale, R, mu_d - scale * R @ mu_s)
 
 

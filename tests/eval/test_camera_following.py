@@ -66,20 +66,35 @@ def test_motion_strength_sees_objects_not_a_frozen_frame():
     motion_strength(moving.frames[:1])
 
 
+def test_reversed_trajectory_inverts_the_motion(clip):
+  from camjax.eval.following import reversed_trajectory
+  rev = reversed_trajectory(clip.cameras)
+  rel, rev_rel = clip.cameras.numpy().relative(0), rev.relative(0)
+  np.testing.assert_allclose(rev_rel.c2w, np.linalg.inv(rel.c2w), atol=1e-9)  # truck right 1 m -> truck left 1 m
+  np.testing.assert_allclose(rev.w2c[0], clip.cameras.w2c[0], atol=1e-9)
+  np.testing.assert_allclose(rev_rel.centers[-1], -rel.centers[-1], atol=1e-9)
+  np.testing.assert_allclose(reversed_trajectory(rev).w2c, clip.cameras.w2c, atol=1e-9)
+
+
 def test_camera_following_ground_truth_vs_frozen_frame(clip, tmp_path):
-  def generate(first_frame, cameras, caption, null_camera):
+  def generate(first_frame, cameras, caption, null_camera):  # follows the trajectory it is given exactly
     assert first_frame.shape == (128, 160, 3) and cameras.num_frames == 17 and caption
-    return np.repeat(first_frame[None], 17, axis=0) if null_camera else clip.frames
+    if null_camera:
+      return np.repeat(first_frame[None], 17, axis=0)
+    if np.allclose(cameras.w2c, clip.cameras.w2c):
+      return clip.frames
+    return render_scenes(1, seed=0, num_frames=17, height=128, width=160, trajectories=["truck_left:1"])[0].frames
 
   res = camera_following(generate, [clip], trials=1)
-  cam, null = res["camera"], res["null_camera"]
+  cam, null, rev = res["camera"], res["null_camera"], res["reversed_camera"]
   assert cam["psnr"] == 100.0 and cam["ssim"] == pytest.approx(1.0)
   assert null["psnr"] < 30 and null["ssim"] < 0.9
+  assert rev["psnr"] < 30 and rev["cameractrl2/trans_err"] > 5 * cam["cameractrl2/trans_err"]
   assert cam["success_ratio"] == 1.0 and cam["cameractrl2/rot_err"] < 1.0
   assert null["success_ratio"] == 0.0 and np.isnan(null["cameractrl2/rot_err"])
   out = write_following_report(tmp_path, res)
   text = (tmp_path / "report.md").read_text()
-  assert "| psnr | 100 |" in text and (tmp_path / "strip_scene0.png").is_file()
+  assert "| psnr | 100 |" in text and "reversed camera" in text and (tmp_path / "strip_scene0.png").is_file()
   assert (tmp_path / "frusta_scene0.png").is_file() and out["camera"]["success_ratio"] == 1.0
   with pytest.raises(EvalError, match="generate returned"):
     camera_following(lambda f, c, t, null_camera: clip.frames[:5], [clip], trials=1)

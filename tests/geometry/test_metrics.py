@@ -91,6 +91,21 @@ def test_orientation_fit_removes_the_roll_floor_of_centre_only_alignment():
   assert metrics.cameractrl2_errors(est, c2w, rotation_fit="positions")["rot_err"] > 100 * by_orientation
 
 
+def test_a_reversed_trajectory_does_not_align_to_the_true_one():
+  """Orientation fit + least-squares scale would pick s < 0 (a point reflection) for a trajectory run backwards
+  and report zero translation error; the scale is constrained to s >= 0."""
+  T = 17
+  gt = np.tile(np.eye(4), (T, 1, 1))
+  gt[:, 0, 3] = np.linspace(0, 1, T)  # truck right 1 m
+  rev = gt.copy()
+  rev[:, 0, 3] *= -1  # truck left 1 m
+  sim = g.align_orientations(rev, gt)
+  assert sim.scale == 0.0
+  err = metrics.cameractrl2_errors(rev, gt)["trans_err"]
+  assert err == pytest.approx(np.abs(np.linspace(0, 1, T) - 0.5).mean())  # every centre at the GT mean
+  assert metrics.cameractrl2_errors(gt, gt)["trans_err"] < 1e-12
+
+
 def test_cami2v_sums_and_normalisation():
   gt = random_c2w(T=10)
   zero = metrics.cami2v_errors(gt, gt)
