@@ -78,7 +78,7 @@ def main(argv):
       print(f"camjax: samples in {os.path.abspath(os.path.dirname(summary.samples[0]))}", flush=True)
     following = os.path.join(workdir, "eval_following", "report.md")
     if summary.samples and os.path.exists(following):
-      print(f"camjax: camera following (camera vs null camera) in {os.path.abspath(following)}", flush=True)
+      print(f"camjax: camera following (true / null / reversed camera) in {os.path.abspath(following)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -730,7 +730,7 @@ def train_and_evaluate(config, workdir) -> RunSummary:
 
 
 def _following_at_end(state, config, mesh, workdir: Path) -> None:
-  """Camera-conditioned vs null-camera camera following of the final model on `config.eval.following` held-out
+  """Camera following (true vs null vs reversed camera) of the final model on `config.eval.following` held-out
   procedural scenes -> `workdir/eval_following/` (single-process runs; else `python -m camjax.eval --following`)."""
   if jax.process_count() > 1:
     log.info("camera following is evaluated in single-process runs: python -m camjax.eval --workdir %s --following "

@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(every=0, num=2, steps=24, shift=3.0, w_text=2.0, w_cam=3.0, i2v=True))
   # After the final samples: camjax.eval on them (SfM camera error over `trials` seeds, motion strength, PSNR/SSIM vs
   # the ground truth) -> samples/step_N/eval/report.md; and, when `following` > 0, camera following on that many
-  # held-out procedural scenes, camera-conditioned vs null camera -> eval_following/report.md. On demand:
+  # held-out procedural scenes, true vs null vs reversed camera -> eval_following/report.md. On demand:
   # `python -m camjax.eval --workdir W [--following N]`.
   c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2, following=0))
 
