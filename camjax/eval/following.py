@@ -2,9 +2,9 @@
 
 For a rendered scene the ground-truth video of ANY trajectory is known (`camjax.data.synthetic`), so a model given
 the scene's first frame, caption and cameras can be scored directly: PSNR/SSIM of its video against the rendered
-one, and the camera accuracy of its video against the cameras it was asked to follow. Each scene is generated twice,
-with the cameras, with a null camera (CameraCtrl II's all-zero Plücker map) and with the REVERSED trajectory (every
-motion relative to the first frame inverted: a dolly-in becomes a dolly-out, a pan left a pan right), by a
+one, and the camera accuracy of its video against the cameras it was asked to follow. Each scene is generated three
+times, with the cameras, with a null camera (CameraCtrl II's all-zero Plücker map) and with the REVERSED trajectory
+(every motion relative to the first frame inverted: a dolly-in becomes a dolly-out, a pan left a pan right), by a
 caller-supplied callable, so the comparison is model-agnostic:
 
     generate(first_frame uint8 [H, W, 3], cameras Cameras [T], caption str, null_camera bool) -> uint8 [T, H, W, 3]
