@@ -1,15 +1,18 @@
 """Readers and writers of camera files; every reader returns OpenCV `w2c`, pixel `K` and the image size.
 
 REFERENCE.md section 1 gives each layout. Each reader validates every frame and raises `CameraError` naming the file,
-line and frame of the first problem (wrong column count, non-numeric token, NaN, non-orthonormal rotation, empty
-file). Writers write to a temporary file and rename it, so a failed write leaves nothing half-written.
+line, frame and field of the first problem (wrong column count, non-numeric token or JSON field, NaN, non-orthonormal
+rotation, non-positive focal or image size, empty file). Text files are read as UTF-8 with an optional byte-order mark;
+`#` lines are comments. Writers write to a temporary file and rename it, so a failed write leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import numbers
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -28,13 +31,14 @@ _GL_FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _read_text(path) -> list[str]:
+  """The lines of a UTF-8 text file; a leading byte-order mark (Windows editors write one) is dropped."""
   path = Path(path)
   if not path.is_file():
     raise CameraError("camera file not found", source=path)
   try:
-    return path.read_text().splitlines()
+    return path.read_text(encoding="utf-8-sig").splitlines()
   except UnicodeDecodeError as e:
-    raise CameraError(f"not a text file ({e})", source=path) from None
+    raise CameraError(f"not a UTF-8 text file ({e}); save it as UTF-8", source=path) from None
 
 
 def _parse_rows(path, lines: list[str], columns: Sequence[int], first_line: int = 1,
@@ -79,7 +83,7 @@ def _load_json(path):
   if not path.is_file():
     raise CameraError("camera file not found", source=path)
   try:
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8-sig"))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CameraError(f"malformed JSON ({e})", source=path) from None
 
@@ -100,6 +104,79 @@ def _as_matrix(value, shape, what, path, frame=None) -> np.ndarray:
   return m
 
 
+def _number(mapping, key, path, frame=None, default=None) -> float:
+  """A finite JSON number field (not a string, null or bool); `default` when absent, if given.
+
+  Raises:
+    CameraError: the field is missing (and has no default), not a number, or NaN/inf; naming file, frame and field.
+  """
+  if key not in mapping:
+    if default is None:
+      raise CameraError(f"missing field {key!r}", source=path, frame=frame)
+    return default
+  value = mapping[key]
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    try:
+      shown = json.dumps(value)
+    except (TypeError, ValueError):
+      shown = repr(value)
+    raise CameraError(f"field {key!r} must be a JSON number, got {shown}; write it as a plain number",
+                      source=path, frame=frame)
+  try:
+    value = float(value)
+  except OverflowError:
+    value = float("inf")
+  if not np.isfinite(value):
+    raise CameraError(f"field {key!r} is not finite ({value}); write a finite number", source=path, frame=frame)
+  return value
+
+
+def _image_size(image_size, path, what: str = "image_size") -> tuple[int, int]:
+  """Checks a `(height, width)` argument in pixels: two positive whole numbers; returns them as ints.
+
+  Raises:
+    CameraError: naming the argument and the file being read.
+  """
+  try:
+    h, w = image_size
+  except (TypeError, ValueError):
+    raise CameraError(f"{what} must be (height, width) in pixels, got {image_size!r}", source=path) from None
+  for v in (h, w):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v <= 0 or v != int(v):
+      raise CameraError(f"{what} must be two positive whole pixel counts (height, width), got {image_size!r}; "
+                        "pass the size of the frames the cameras describe", source=path)
+  return int(h), int(w)
+
+
+def _check_K(K, num_frames: int, path):
+  """Checks an intrinsics argument: pixel `K [3, 3]` or `[T, 3, 3]`, finite, `fx, fy > 0`, last row `[0, 0, 1]`.
+
+  Returns `K` unchanged (None stays None: the reader's default).
+
+  Raises:
+    CameraError: naming the argument, the frame of a per-frame K, and the file being read.
+  """
+  if K is None:
+    return None
+  hint = "pass pixel intrinsics [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0"
+  try:
+    k = np.asarray(K, dtype=np.float64)
+  except (TypeError, ValueError):
+    raise CameraError(f"argument K is not numeric; {hint}", source=path) from None
+  if k.shape not in ((3, 3), (num_frames, 3, 3)):
+    raise CameraError(f"argument K has shape {k.shape}, expected (3, 3) or ({num_frames}, 3, 3); {hint}", source=path)
+  for i, ki in enumerate(k.reshape(-1, 3, 3)):
+    frame = i if k.ndim == 3 else None
+    if not np.all(np.isfinite(ki)):
+      raise CameraError(f"argument K has a non-finite value (NaN or inf); {hint}", source=path, frame=frame)
+    if ki[0, 0] <= 0 or ki[1, 1] <= 0:
+      raise CameraError(f"argument K has focal lengths fx={ki[0, 0]:g} fy={ki[1, 1]:g}; {hint}", source=path,
+                        frame=frame)
+    if np.abs(ki[2] - np.array([0, 0, 1.0])).max() > 1e-9:
+      raise CameraError(f"argument K has last row {ki[2].tolist()}; {hint}", source=path, frame=frame)
+  return K
+
+
 def _fmt(values) -> str:
   return " ".join(f"{v:.9g}" for v in values)
 
@@ -111,7 +188,8 @@ def read_re10k(path, image_size: tuple[int, int] | None = None,
 
   Rows are `[timestamp_us] fx fy cx cy 0 0 r11 r12 r13 t1 r21 r22 r23 t2 r31 r32 r33 t3` with fx, cx normalised by
   the image width and fy, cy by the height, and a row-major 3x4 world-to-camera matrix in OpenCV axes (translation
-  scale arbitrary per clip).
+  scale arbitrary per clip). Blank lines, `#` comment lines and a UTF-8 byte-order mark are skipped; the URL line
+  is the first other line when it is not a pose row (its first token is not a number and it has not 18/19 tokens).
 
   Args:
     path: the `.txt` file.
@@ -124,20 +202,17 @@ def read_re10k(path, image_size: tuple[int, int] | None = None,
     `Cameras` with `K [T, 3, 3]` (pixels), `w2c [T, 4, 4]`, and timestamps in seconds when the file has them.
 
   Raises:
-    CameraError: missing/empty file, wrong column count, non-numeric or NaN values, invalid rotation or focal.
+    CameraError: missing/empty file, wrong column count, non-numeric or NaN values, invalid rotation or focal,
+      non-positive `image_size` / `original_size`.
   """
+  h0, w0 = _image_size(original_size, path, "original_size")
+  if image_size is not None:
+    image_size = _image_size(image_size, path)
   lines = _read_text(path)
-  first = next((i for i, line in enumerate(lines) if line.strip()), None)
-  if first is None:
-    raise CameraError("no camera frames in file (empty?)", source=path)
-  start = first + 1
-  if not _is_float(lines[first].split()[0]):  # the URL line
-    start = first + 2
-  rows, line_numbers = _parse_rows(path, lines, columns=(18, 19), first_line=start)
+  rows, line_numbers = _parse_rows(path, lines, columns=(18, 19), first_line=_re10k_first_row(lines))
   timestamps = None
   if rows.shape[1] == 19:
     timestamps, rows = rows[:, 0] * 1e-6, rows[:, 1:]
-  h0, w0 = original_size
   K = intrinsics(rows[:, 0] * w0, rows[:, 1] * h0, rows[:, 2] * w0, rows[:, 3] * h0)
   m = rows[:, 6:].reshape(-1, 3, 4)
   w2c = se3.make_pose(m[..., :3], m[..., 3])
@@ -146,6 +221,22 @@ def read_re10k(path, image_size: tuple[int, int] | None = None,
   if image_size is not None:
     cams = cams.resize_center_crop(*image_size)
   return cams
+
+
+def _re10k_first_row(lines: list[str]) -> int:
+  """1-based line where the pose rows of a RealEstate10K file start: after blank/`#` lines and the URL line.
+
+  A frame whose first token is garbled still has 18/19 tokens, so it is parsed (and reported) rather than taken
+  for the URL.
+  """
+  for i, raw in enumerate(lines, start=1):
+    tokens = raw.replace(",", " ").split()
+    if not tokens or tokens[0].startswith("#"):
+      continue
+    if not _is_float(tokens[0]) and len(tokens) not in (18, 19):
+      return i + 1
+    return i
+  return len(lines) + 1
 
 
 def write_re10k(path, cameras: Cameras, url: str | None = None, with_timestamps: bool | None = None) -> None:
@@ -191,12 +282,13 @@ def read_nerf_transforms(path, with_file_paths: bool = False):
     `Cameras` in OpenCV axes (y and z flipped: `c2w_cv = c2w_gl @ diag(1, -1, -1, 1)`), or `(cameras, paths)`.
 
   Raises:
-    CameraError: missing file or field, malformed JSON, invalid pose or intrinsics (naming the frame).
+    CameraError: missing file or field, malformed JSON, a field that is not a finite number (naming file, frame
+      and field), non-positive image size, invalid pose or intrinsics (naming the frame).
   """
   data = _load_json(path)
   frames = _require(data, "frames", path)
   if not isinstance(frames, list) or not frames:
-    raise CameraError("'frames' is empty", source=path)
+    raise CameraError("'frames' must be a non-empty list of frame objects", source=path)
   Ks, c2ws, paths, sizes = [], [], [], set()
   for i, fr in enumerate(frames):
     cam = {**data, **fr} if isinstance(fr, dict) else None
@@ -204,16 +296,20 @@ def read_nerf_transforms(path, with_file_paths: bool = False):
       raise CameraError("frame entry is not an object", source=path, frame=i)
     if "w" not in cam or "h" not in cam:
       raise CameraError("image size 'w'/'h' missing", source=path, frame=i)
-    w, h = float(cam["w"]), float(cam["h"])
+    w, h = _number(cam, "w", path, i), _number(cam, "h", path, i)
+    if round(w) < 1 or round(h) < 1:
+      raise CameraError(f"image size w={w:g} h={h:g} must be positive pixel counts; fix 'w'/'h'", source=path,
+                        frame=i)
     if "fl_x" in cam:
-      fx = float(cam["fl_x"])
-      fy = float(cam.get("fl_y", fx))
+      fx = _number(cam, "fl_x", path, i)
+      fy = _number(cam, "fl_y", path, i, default=fx)
     elif "camera_angle_x" in cam:
-      fx = 0.5 * w / np.tan(0.5 * float(cam["camera_angle_x"]))
-      fy = 0.5 * h / np.tan(0.5 * float(cam["camera_angle_y"])) if "camera_angle_y" in cam else fx
+      fx = 0.5 * w / np.tan(0.5 * _number(cam, "camera_angle_x", path, i))
+      fy = 0.5 * h / np.tan(0.5 * _number(cam, "camera_angle_y", path, i)) if "camera_angle_y" in cam else fx
     else:
       raise CameraError("no focal length ('fl_x' or 'camera_angle_x')", source=path, frame=i)
-    Ks.append(intrinsics(fx, fy, float(cam.get("cx", w / 2)), float(cam.get("cy", h / 2))))
+    cx, cy = _number(cam, "cx", path, i, default=w / 2), _number(cam, "cy", path, i, default=h / 2)
+    Ks.append(intrinsics(fx, fy, cx, cy))
     c2ws.append(_as_matrix(_require(fr, "transform_matrix", path, i), (4, 4), "transform_matrix", path, i))
     paths.append(fr.get("file_path"))
     sizes.add((int(round(h)), int(round(w))))
@@ -311,9 +407,12 @@ def read_tum(path, K=None, image_size: tuple[int, int] = TUM_DEFAULT_SIZE) -> Ca
     `Cameras [T]` with timestamps (seconds); translations in metres.
 
   Raises:
-    CameraError: wrong column count, non-numeric/NaN, quaternion far from unit norm (> 1%), empty file.
+    CameraError: wrong column count, non-numeric/NaN, quaternion far from unit norm (> 1%), empty file, a `K`
+      that is not a finite pixel matrix with positive focals, non-positive `image_size`.
   """
+  image_size = _image_size(image_size, path)
   rows, line_numbers = _parse_rows(path, _read_text(path), columns=(8,))
+  K = _check_K(K, len(rows), path)
   q = rows[:, 4:8]
   norms = np.linalg.norm(q, axis=-1)
   for i in np.nonzero(np.abs(norms - 1.0) > 1e-2)[0]:
@@ -345,9 +444,12 @@ def read_kitti(path, K=None, image_size: tuple[int, int] = KITTI_DEFAULT_SIZE) -
     image_size: `(height, width)`.
 
   Raises:
-    CameraError: wrong column count, non-numeric/NaN, non-orthonormal rotation, empty file.
+    CameraError: wrong column count, non-numeric/NaN, non-orthonormal rotation, empty file, a `K` that is not a
+      finite pixel matrix with positive focals, non-positive `image_size`.
   """
+  image_size = _image_size(image_size, path)
   rows, line_numbers = _parse_rows(path, _read_text(path), columns=(12,))
+  K = _check_K(K, len(rows), path)
   m = rows.reshape(-1, 3, 4)
   c2w = se3.make_pose(m[..., :3], m[..., 3])
   validate_poses(c2w, source=path, lines=line_numbers)
@@ -372,7 +474,8 @@ def read_nerfies(path, pattern: str = "*.json") -> Cameras:
   Example: `read_nerfies("dycheck/paper-windmill/camera", pattern="0_*.json")` reads the moving training camera.
 
   Raises:
-    CameraError: no file, missing field, malformed JSON, invalid rotation (naming file and frame).
+    CameraError: no file, missing field, malformed JSON, a field that is not numeric, an `image_size` that is not
+      two positive whole pixel counts, invalid rotation or focal (naming file, frame and field).
   """
   if isinstance(path, (list, tuple)):
     files = [Path(p) for p in path]
@@ -387,10 +490,13 @@ def read_nerfies(path, pattern: str = "*.json") -> Cameras:
     d = _load_json(f)
     R = _as_matrix(_require(d, "orientation", f, i), (3, 3), "orientation", f, i)
     c = _as_matrix(_require(d, "position", f, i), (3,), "position", f, i)
-    focal = float(_require(d, "focal_length", f, i))
+    focal = _number(d, "focal_length", f, i)
     pp = _as_matrix(_require(d, "principal_point", f, i), (2,), "principal_point", f, i)
     size = _as_matrix(_require(d, "image_size", f, i), (2,), "image_size", f, i)
-    Ks.append(intrinsics(focal, focal * float(d.get("pixel_aspect_ratio", 1.0)), pp[0], pp[1]))
+    if not (np.all(np.isfinite(size)) and np.all(size > 0) and np.all(size == np.round(size))):
+      raise CameraError(f"field 'image_size' must be [width, height] in positive whole pixels, got {size.tolist()}",
+                        source=f, frame=i)
+    Ks.append(intrinsics(focal, focal * _number(d, "pixel_aspect_ratio", f, i, default=1.0), pp[0], pp[1]))
     w2cs.append(se3.make_pose(R, -R @ c))
     validate_poses(w2cs[-1], Ks[-1], source=f)
     sizes.add((int(size[1]), int(size[0])))
@@ -410,8 +516,10 @@ def read_motionctrl(path, image_size: tuple[int, int], K=None) -> Cameras:
     K: intrinsics (default: `fx = fy = max(H, W) / 2`, centred).
 
   Raises:
-    CameraError: missing file, malformed JSON, a row without 12 numbers, invalid rotation.
+    CameraError: missing file, malformed JSON, a row without 12 numbers, invalid rotation, a `K` that is not a
+      finite pixel matrix with positive focals, non-positive `image_size`.
   """
+  image_size = _image_size(image_size, path)
   data = _load_json(path)
   if not isinstance(data, list) or not data:
     raise CameraError("expected a non-empty list of 12-number rows", source=path)
@@ -421,7 +529,7 @@ def read_motionctrl(path, image_size: tuple[int, int], K=None) -> Cameras:
   m = np.stack(rows).reshape(-1, 3, 4)
   w2c = se3.make_pose(m[..., :3], m[..., 3])
   validate_poses(w2c, source=path)
-  return Cameras.create(w2c, K, height=image_size[0], width=image_size[1])
+  return Cameras.create(w2c, _check_K(K, len(w2c), path), height=image_size[0], width=image_size[1])
 
 
 def write_motionctrl(path, cameras: Cameras) -> None:
@@ -474,26 +582,58 @@ def read_multicam(path, camera: str, image_size: tuple[int, int], K=None, *, ref
     absolute: must stay False; True raises (there is no right-handed absolute pose in this format).
 
   Raises:
-    CameraError: asked for absolute poses, missing camera/frame, malformed matrix, result not a proper rotation.
+    CameraError: asked for absolute poses, a frame key without exactly one frame number or two keys with the same
+      number, missing camera/frame, malformed or singular matrix, result not a proper rotation, a `K` that is not a
+      finite pixel matrix with positive focals, non-positive `image_size`.
   """
   if absolute:
     raise CameraError("MultiCamVideo poses live in Unreal's left-handed world: only poses relative to a camera of "
                       "the same file are valid (det R = -1 otherwise)", source=path)
+  image_size = _image_size(image_size, path)
   data = _load_json(path)
   if not isinstance(data, dict) or not data:
     raise CameraError("expected an object of frames", source=path)
-  keys = sorted(data, key=lambda k: int("".join(ch for ch in k if ch.isdigit()) or 0))
+  keys = _multicam_frame_order(data, path)
 
   def pose(cam, index):
+    index %= len(keys)
     entry = data[keys[index]]
     if not isinstance(entry, dict) or cam not in entry:
-      raise CameraError(f"camera {cam!r} missing", source=path, frame=index)
-    return unreal_to_opencv_c2w(_parse_unreal_matrix(entry[cam], path, index))
+      raise CameraError(f"camera {cam!r} missing in {keys[index]!r}", source=path, frame=index)
+    c2w = unreal_to_opencv_c2w(_parse_unreal_matrix(entry[cam], path, index))
+    if np.abs(c2w[3] - np.array([0, 0, 0, 1.0])).max() > 1e-6:
+      raise CameraError(f"camera {cam!r} in {keys[index]!r}: the last column of the matrix is "
+                        f"{c2w[3].tolist()}, expected [0, 0, 0, 1]", source=path, frame=index)
+    return c2w
 
   ref_cam = camera if reference_camera is None else reference_camera
   if not -len(keys) <= reference_frame < len(keys):
     raise CameraError(f"reference frame {reference_frame} out of range ({len(keys)} frames)", source=path)
-  ref_inv = np.linalg.inv(pose(ref_cam, reference_frame))
+  try:
+    ref_inv = np.linalg.inv(pose(ref_cam, reference_frame))
+  except np.linalg.LinAlgError:
+    raise CameraError(f"reference camera {ref_cam!r} has a singular pose matrix; pick another reference",
+                      source=path, frame=reference_frame % len(keys)) from None
   rel_c2w = np.stack([ref_inv @ pose(camera, i) for i in range(len(keys))])
-  validate_poses(se3.invert(rel_c2w), source=path)
-  return Cameras.from_c2w(rel_c2w, K, height=image_size[0], width=image_size[1])
+  validate_poses(rel_c2w, source=path)  # c2w is rigid iff w2c is; checked before any inverse
+  return Cameras.from_c2w(rel_c2w, _check_K(K, len(keys), path), height=image_size[0], width=image_size[1])
+
+
+def _multicam_frame_order(data: dict, path) -> list[str]:
+  """Frame keys (`"frame0"`, `"frame1"`, ...) in frame-number order.
+
+  Raises:
+    CameraError: a key without exactly one run of digits, or two keys with the same number (naming the keys).
+  """
+  by_number = {}
+  for key in data:
+    match = re.fullmatch(r"\D*(\d+)\D*", key)
+    if match is None:
+      raise CameraError(f"frame key {key!r} has no single frame number; name frames 'frame0', 'frame1', ... or "
+                        "remove that entry", source=path)
+    number = int(match.group(1))
+    if number in by_number:
+      raise CameraError(f"frame keys {by_number[number]!r} and {key!r} both give frame number {number}; keep one",
+                        source=path)
+    by_number[number] = key
+  return [by_number[n] for n in sorted(by_number)]

@@ -220,3 +220,144 @@ def test_multicam_relative_poses_are_proper_rotations(tmp_path):
     g.read_multicam(path, "cam01", image_size=(480, 832), absolute=True)
   with pytest.raises(CameraError, match="missing"):
     g.read_multicam(path, "cam09", image_size=(480, 832))
+
+
+# ------------------------------------------------------------------------- bad input (issue 15): named errors
+def test_re10k_bom_without_url_keeps_frame_0(tmp_path):
+  path = tmp_path / "bom.txt"
+  path.write_bytes(b"\xef\xbb\xbf" + (RE10K_LINE + "\n" + RE10K_LINE.replace("158692025", "158725392") + "\n").encode())
+  cams = g.read_re10k(path)
+  assert cams.num_frames == 2
+  np.testing.assert_allclose(cams.timestamps, [158.692025, 158.725392])
+  np.testing.assert_allclose(cams.K[0, 0, 0], 0.474812461 * 1280)
+
+
+def test_re10k_skips_comment_lines_around_the_url(tmp_path):
+  path = tmp_path / "commented.txt"
+  path.write_text("# clip from RealEstate10K\n\nhttps://www.youtube.com/watch?v=x\n" + RE10K_LINE + "\n"
+                  "# second frame\n" + RE10K_LINE + "\n")
+  cams = g.read_re10k(path)
+  assert cams.num_frames == 2
+  path.write_text("# no url\n" + RE10K_LINE + "\n")
+  assert g.read_re10k(path).num_frames == 1
+
+
+def test_re10k_garbled_first_frame_is_reported_not_taken_for_the_url(tmp_path):
+  path = tmp_path / "garbled.txt"
+  path.write_text(RE10K_LINE.replace("158692025", "x158692025") + "\n" + RE10K_LINE + "\n")
+  with pytest.raises(CameraError, match="not a number") as info:
+    g.read_re10k(path)
+  assert (info.value.line, info.value.frame) == (1, 0)
+
+
+def test_tum_with_bom_and_comment_header_reads(tmp_path):
+  cams = random_cameras().replace(timestamps=np.arange(6) * 0.1 + 1000.0)
+  g.write_tum(tmp_path / "t.txt", cams)
+  path = tmp_path / "bom.txt"
+  path.write_bytes(b"\xef\xbb\xbf" + (tmp_path / "t.txt").read_bytes())
+  assert path.read_text(encoding="utf-8").startswith("\ufeff# timestamp")
+  back = g.read_tum(path, K=cams.K[0], image_size=cams.image_size)
+  np.testing.assert_allclose(back.w2c, cams.w2c, atol=1e-8)
+
+
+@pytest.mark.parametrize("image_size", [(0, 0), (-320, -576), (320, 0), (320.5, 576), (320,), None])
+def test_readers_reject_non_positive_image_size(tmp_path, image_size):
+  re10k, motionctrl = tmp_path / "r.txt", tmp_path / "m.json"
+  re10k.write_text(RE10K_LINE + "\n")
+  g.write_motionctrl(motionctrl, random_cameras(T=2))
+  readers = [lambda: g.read_motionctrl(motionctrl, image_size=image_size)]
+  if image_size is not None:  # None is read_re10k's "original size"
+    readers.append(lambda: g.read_re10k(re10k, image_size=image_size))
+    readers.append(lambda: g.read_re10k(re10k, original_size=image_size))
+  for read in readers:
+    with pytest.raises(CameraError, match="size") as info:
+      read()
+    assert info.value.source is not None
+
+
+@pytest.mark.parametrize("K, message", [
+    (g.intrinsics(-525.0, 525.0, 319.5, 239.5), "focal"),
+    (g.intrinsics(0.0, 0.0, 319.5, 239.5), "focal"),
+    (g.intrinsics(np.nan, 525.0, 319.5, 239.5), "non-finite"),
+    (np.eye(4), "shape"),
+    ([["a", 0, 0], [0, 1, 0], [0, 0, 1]], "not numeric"),
+])
+def test_readers_reject_bad_K_argument(tmp_path, K, message):
+  cams = random_cameras(T=3)
+  g.write_tum(tmp_path / "t.txt", cams)
+  g.write_kitti(tmp_path / "k.txt", cams)
+  g.write_motionctrl(tmp_path / "m.json", cams)
+  for read in (lambda: g.read_tum(tmp_path / "t.txt", K=K), lambda: g.read_kitti(tmp_path / "k.txt", K=K),
+               lambda: g.read_motionctrl(tmp_path / "m.json", image_size=(480, 640), K=K)):
+    with pytest.raises(CameraError, match=message):
+      read()
+
+
+def test_multicam_rejects_frame_keys_without_a_number(tmp_path):
+  pose = "[1 0 0 0] [0 1 0 0] [0 0 1 0] [0 0 0 1]"
+  path = tmp_path / "cameras.json"
+  path.write_text(json.dumps({"frame0": {"cam01": pose}, "frameX": {"cam01": pose}, "frame1": {"cam01": pose}}))
+  with pytest.raises(CameraError, match="'frameX'") as info:
+    g.read_multicam(path, "cam01", image_size=(480, 832))
+  assert info.value.source == str(path)
+  path.write_text(json.dumps({"frame1": {"cam01": pose}, "frame01": {"cam01": pose}}))
+  with pytest.raises(CameraError, match="'frame1' and 'frame01'"):
+    g.read_multicam(path, "cam01", image_size=(480, 832))
+
+
+@pytest.mark.parametrize("pose, message", [
+    ("[0 0 0 0] [0 0 0 0] [0 0 0 0] [0 0 0 0]", "last column"),
+    ("[0 0 0 0] [0 0 0 0] [0 0 0 0] [0 0 0 1]", "singular"),
+])
+def test_multicam_rejects_degenerate_matrices(tmp_path, pose, message):
+  path = tmp_path / "cameras.json"
+  path.write_text(json.dumps({"frame0": {"cam01": pose}}))
+  with pytest.raises(CameraError, match=message) as info:
+    g.read_multicam(path, "cam01", image_size=(480, 832))
+  assert info.value.frame == 0
+
+
+NERF_OK = {"w": 8, "h": 6, "fl_x": 10.0, "frames": [{"transform_matrix": np.eye(4).tolist()}]}
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"fl_x": "abc"}, "fl_x"), ({"fl_x": None}, "fl_x"), ({"fl_y": [1.0]}, "fl_y"), ({"w": None}, "w"),
+    ({"h": "6"}, "h"), ({"w": True}, "w"), ({"cx": "centre"}, "cx"), ({"cy": float("nan")}, "cy"),
+    ({"fl_x": float("inf")}, "fl_x"), ({"w": -8}, "w"), ({"w": 0}, "w"),
+])
+def test_nerf_rejects_wrongly_typed_fields(tmp_path, fields, name):
+  path = tmp_path / "transforms.json"
+  path.write_text(json.dumps({**NERF_OK, **fields}))
+  with pytest.raises(CameraError, match=f"'{name}'") as info:
+    g.read_nerf_transforms(path)
+  assert (info.value.source, info.value.frame) == (str(path), 0)
+
+
+def test_nerf_rejects_wrongly_typed_camera_angle(tmp_path):
+  path = tmp_path / "transforms.json"
+  fields = {k: v for k, v in NERF_OK.items() if k != "fl_x"}
+  path.write_text(json.dumps({**fields, "camera_angle_x": "wide"}))
+  with pytest.raises(CameraError, match="'camera_angle_x'"):
+    g.read_nerf_transforms(path)
+  path.write_text(json.dumps({**fields, "camera_angle_x": 0.7}))
+  np.testing.assert_allclose(g.read_nerf_transforms(path).K[0, 0, 0], 4.0 / np.tan(0.35))
+
+
+NERFIES_OK = {"orientation": np.eye(3).tolist(), "position": [0.0, 0.0, 0.0], "focal_length": 10.0,
+              "principal_point": [4.0, 3.0], "image_size": [8, 6]}
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"focal_length": "abc"}, "focal_length"), ({"focal_length": None}, "focal_length"),
+    ({"pixel_aspect_ratio": "x"}, "pixel_aspect_ratio"), ({"image_size": [None, 6]}, "image_size"),
+    ({"image_size": [-8, 6]}, "image_size"), ({"image_size": [8.5, 6]}, "image_size"),
+    ({"principal_point": "centre"}, "principal_point"),
+])
+def test_nerfies_rejects_wrongly_typed_fields(tmp_path, fields, name):
+  good, bad = tmp_path / "0_00000.json", tmp_path / "0_00001.json"
+  good.write_text(json.dumps(NERFIES_OK))
+  assert g.read_nerfies(tmp_path).num_frames == 1
+  bad.write_text(json.dumps({**NERFIES_OK, **fields}))
+  with pytest.raises(CameraError, match=name) as info:
+    g.read_nerfies(tmp_path)
+  assert (info.value.source, info.value.frame) == (str(bad), 1)
