@@ -2,7 +2,8 @@
 
 * Camera patchify: the 6-channel Plücker map at the latent token grid is embedded by a patchify with the SAME patch
   size and output width as the video patchify; its tokens are added to the video tokens before the first DiT block
-  (nothing deeper: Table 4). It is zero-initialised so a pretrained WAN starts unchanged.
+  (nothing deeper: Table 4). It is zero-initialised so a pretrained WAN starts unchanged, and bias-free so the null
+  camera (an all-zero map) adds exactly nothing, during training and after it.
 * One pose per latent frame: with a causal VAE of temporal factor `tf`, latent frame `i` covers video frames
   `1 + (i - 1) tf ... i tf` and the pose of video frame `i * tf` is used (frame 0 for latent frame 0).
 * The null camera is the all-zero Plücker map (unlabeled clips in joint training; the camera branch of CFG eq. 3).
@@ -28,10 +29,15 @@ class ConditioningError(CamjaxError):
 
 
 class CameraPatchify(PatchEmbed):
-  """Zero-initialised patch embedding of the Plücker map: `[B, t, h, w, 6] -> [B, N, D]` camera tokens."""
+  """Zero-initialised, bias-free patch embedding of the Plücker map: `[B, t, h, w, 6] -> [B, N, D]` camera tokens.
+
+  Without a bias the map is linear, so the null camera (all-zero Plücker map) gives all-zero tokens whatever the
+  weights: "null camera" and "no camera" stay the same model input after any amount of training.
+  """
 
   def __init__(self, dim: int, patch_size, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
-    super().__init__(6, dim, patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype, zero_init=True)
+    super().__init__(6, dim, patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype, zero_init=True,
+                     use_bias=False)
 
 
 def latent_frame_indices(num_frames: int, temporal_factor: int) -> np.ndarray:

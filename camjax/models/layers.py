@@ -128,11 +128,12 @@ def unpatchify(x: jax.Array, grid, patch_size) -> jax.Array:
 class PatchEmbed(nnx.Module):
   """3D patch embedding: a Conv3d with kernel = stride = patch, as a matmul over flattened patches."""
 
-  def __init__(self, channels: int, dim: int, patch_size, *, rngs, dtype, param_dtype, zero_init: bool = False):
+  def __init__(self, channels: int, dim: int, patch_size, *, rngs, dtype, param_dtype, zero_init: bool = False,
+               use_bias: bool = True):
     self.patch_size = tuple(patch_size)
     init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.xavier_uniform()
     self.proj = Dense(math.prod(patch_size) * channels, dim, ("patch", "embed"), rngs=rngs, dtype=dtype,
-                      param_dtype=param_dtype, kernel_init=init)
+                      param_dtype=param_dtype, kernel_init=init, use_bias=use_bias)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.proj(patchify(x, self.patch_size))

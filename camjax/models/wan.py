@@ -3,7 +3,8 @@
 Architecture (WAN 2.1; diffusers `WanTransformer3DModel`, REFERENCE.md section 8), channels-last throughout:
 
   latents [B, T, H, W, C] (+ condition-mask channel)  --3D patchify (1, 2, 2)-->  tokens [B, N, D]
-  (+ CameraCtrl II camera tokens: the Plücker map patchified the same way, zero-initialised, added before block 0)
+  (+ CameraCtrl II camera tokens: the Plücker map patchified the same way, bias-free and zero-initialised, added
+   before block 0; an all-zero map, the null camera, adds exactly nothing)
   timesteps [B] (0..1000) --sinusoid (cos first)--> time MLP --> temb [B, D] --SiLU, Linear--> 6-way modulation
   text [B, L, text_dim] --Linear, GELU-tanh, Linear--> context [B, L, D]
   blocks x num_layers:
@@ -361,7 +362,7 @@ class WanDiT(nnx.Module):
     dtype, param_dtype = _DTYPES[c.dtype], _DTYPES[c.param_dtype]
     in_ch = c.in_channels + (1 if c.cond_mask else 0)
     self.patch_embedding = PatchEmbed(in_ch, c.dim, c.patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    # CameraCtrl II camera patchify: same patch size and width as the video patchify, zero-initialised.
+    # CameraCtrl II camera patchify: same patch size and width as the video patchify, zero-initialised, no bias.
     self.camera_patchify = CameraPatchify(c.dim, c.patch_size, rngs=rngs, dtype=dtype,
                                           param_dtype=param_dtype) if c.camera else None
     self.time_embedder = TimeEmbedding(c.freq_dim, c.dim, rngs=rngs, param_dtype=param_dtype)

@@ -12,6 +12,10 @@ Layout conversions (REFERENCE.md section 8):
   * camjax-only parameters (the CameraCtrl II camera patchify, the condition-mask input channel of the patch
     embedding) are not in WAN checkpoints: they keep their zero initialisation, so the loaded model computes exactly
     what WAN computes until it is fine-tuned.
+
+The model is built abstractly (`jax.eval_shape`) and never randomly initialised as a whole: parameters the checkpoint
+provides are created straight from it, and only the camjax-only ones run their initialiser (`_init_only`), so the
+peak memory is one copy of the parameters, not two.
 """
 
 from __future__ import annotations
@@ -130,8 +134,7 @@ def _diffusers_key(path: Sequence[str]) -> tuple[str | None, str]:
 
 
 def _state_paths(state) -> dict[tuple[str, ...], nnx.Variable]:
-  flat = nnx.to_flat_state(state)
-  return {tuple(str(p) for p in path): v for path, v in flat}
+  return {_str_path(path): v for path, v in nnx.to_flat_state(state)}
 
 
 def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int = 0,
@@ -166,24 +169,54 @@ def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int 
 
 
 def _load(reader: _Reader, config: WanConfig, mesh, rules, seed) -> WanDiT:
-  make = lambda: WanDiT(config, rngs=nnx.Rngs(seed))
-  _, abstract_state = sharding.abstract_module(make)
-  if mesh is not None:
-    shardings = _state_paths(sharding.param_shardings(abstract_state, mesh, rules))
-  else:
-    device = jax.local_devices()[0]
-    shardings = None
+  """The model built abstractly, each parameter created from its checkpoint tensor in its sharding, then merged.
 
-  n_layers = config.num_layers
+  The random initialiser never materialises the model: only the parameters the checkpoint lacks (the camera patchify)
+  are initialised, by `_init_only`.
+  """
+  make = lambda: WanDiT(config, rngs=nnx.Rngs(seed))
+  with sharding.use_mesh(mesh, rules):
+    graphdef, abstract_state = sharding.abstract_module(make)
+  flat = list(nnx.to_flat_state(abstract_state))
+  abstract = {_str_path(path): var for path, var in flat}
+  shardings = _shardings(abstract_state, mesh, rules)
+
+  values = {}
+  for p, getter in _checkpoint_getters(reader, config, abstract).items():
+    var = abstract[p]
+    values[p] = jax.make_array_from_callback(var.shape, shardings[p],
+                                             lambda idx, g=getter, dt=var.dtype: g(idx).astype(dt))
+  values.update(_init_only(make, [p for p in abstract if p not in values], shardings, mesh, rules))
+  state = nnx.from_flat_state([(path, var.replace(values[_str_path(path)])) for path, var in flat])
+  return nnx.merge(graphdef, state)
+
+
+def _str_path(path) -> tuple[str, ...]:
+  return tuple(str(p) for p in path)
+
+
+def _shardings(abstract_state, mesh, rules) -> dict[tuple[str, ...], jax.sharding.Sharding]:
+  """Each parameter's sharding: its logical `NamedSharding` on `mesh`, or the first local device without one."""
+  if mesh is None:
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return {p: device for p in _state_paths(abstract_state)}
+  return _state_paths(sharding.param_shardings(abstract_state, mesh, rules))
+
+
+def _checkpoint_getters(reader: _Reader, config: WanConfig, abstract) -> dict[tuple[str, ...], Callable]:
+  """`{camjax path: index -> np.ndarray}` for every parameter the checkpoint provides.
+
+  Raises:
+    WeightsError: missing or unexpected checkpoint keys and shapes that do not fit (all listed in one message).
+  """
   used: set[str] = set()
   problems: list[str] = []
-  model = None
-  loaded: dict[tuple[str, ...], jax.Array] = {}
-  for p, var in _state_paths(abstract_state).items():
+  getters = {}
+  for p, var in abstract.items():
     key, kind = _diffusers_key(p)
     if key is None:
       continue
-    keys = [key.format(i=i) for i in range(n_layers)] if kind.startswith("stacked") else [key]
+    keys = [key.format(i=i) for i in range(config.num_layers)] if kind.startswith("stacked") else [key]
     missing = [k for k in keys if k not in reader.shapes]
     if missing:
       problems.append(f"missing {missing[0]}" + (f" (+{len(missing) - 1} layers)" if len(missing) > 1 else ""))
@@ -194,25 +227,32 @@ def _load(reader: _Reader, config: WanConfig, mesh, rules, seed) -> WanDiT:
     if getter is None:
       problems.append(f"{keys[0]}: checkpoint shape {src_shape} does not fit camjax {'.'.join(p)} {var.shape}")
       continue
-    dtype = var.dtype
-    sh = shardings[p] if shardings is not None else jax.sharding.SingleDeviceSharding(device)
-    loaded[p] = jax.make_array_from_callback(var.shape, sh, lambda idx, g=getter, dt=dtype: g(idx).astype(dt))
+    getters[p] = getter
   unexpected = [k for k in reader.shapes if k not in used and not k.endswith(_IGNORED_SUFFIXES)]
   if unexpected:
     problems.append(f"unexpected keys {unexpected[:5]}" + (f" (+{len(unexpected) - 5})" if len(unexpected) > 5 else ""))
   if problems:
     raise WeightsError("checkpoint does not match the WAN config: " + "; ".join(problems))
+  return getters
 
-  # camjax-only parameters keep their (zero) initialisation; created sharded.
-  model = sharding.create_sharded(make, mesh, rules)
-  state = nnx.state(model)
-  flat = nnx.to_flat_state(state)
-  for path, var in flat:
-    p = tuple(str(x) for x in path)
-    if p in loaded:
-      var.set_value(loaded[p])
-  nnx.update(model, nnx.from_flat_state(flat))
-  return model
+
+def _init_only(make, paths, shardings, mesh, rules) -> dict[tuple[str, ...], jax.Array]:
+  """Initialise only the parameters at `paths` (camjax-only ones), each created directly in its sharding.
+
+  The whole module's initialiser is traced under `jax.jit`, but only these leaves are outputs: JAX and XLA drop the
+  rest of the computation as dead code, so no other parameter is ever materialised (the parameter values are the
+  same as those of `make()`).
+  """
+  if not paths:
+    return {}
+
+  def init():
+    state = _state_paths(nnx.state(make()))
+    return [state[p].get_value() for p in paths]
+
+  with sharding.use_mesh(mesh, rules):
+    arrays = jax.jit(init, out_shardings=[shardings[p] for p in paths])()
+  return dict(zip(paths, arrays))
 
 
 def _getter(reader: _Reader, keys, kind, src_shape, dst_shape, config: WanConfig) -> Callable | None:

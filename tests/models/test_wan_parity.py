@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from camjax.models import WanDiT  # noqa: E402
+from camjax.conditioning import cameractrl2  # noqa: E402
+from camjax.models import WanDiT, layers, wan  # noqa: E402
 from camjax.models.weights import WeightsError  # noqa: E402
 
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
@@ -67,6 +68,53 @@ def test_camjax_extras_start_at_wan(tiny_wan):
   got = np.asarray(model(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text), camera=jnp.asarray(camera),
                          cond_mask=jnp.asarray(cond_mask)))
   np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_load_runs_the_initialiser_only_for_camjax_parameters(tiny_wan, monkeypatch):
+  """Loading never materialises the random initialisation of a parameter the checkpoint provides.
+
+  Every parameter initialiser outside the camera patchify (the one camjax-only parameter here) is poisoned with a
+  callback that fails if it ever executes: building the whole model and then overwriting it (twice the parameter
+  memory) would run them all, while building it abstractly runs none. The camera patchify is still initialised.
+  """
+  inside_camera = []
+  poisoned = []
+
+  def boom(x):
+    raise AssertionError("the random initialiser of a checkpoint parameter ran")
+
+  def spy_param(rngs, init, shape, names, dtype=jnp.float32):
+    if inside_camera:
+      return layers_param(rngs, init, shape, names, dtype)
+    poisoned.append(tuple(shape))
+
+    def poisoned_init(key, shape, dtype):
+      value = init(key, shape, dtype)
+      return value + jax.pure_callback(boom, jax.ShapeDtypeStruct(shape, dtype), value, vmap_method="sequential")
+
+    return layers_param(rngs, poisoned_init, shape, names, dtype)
+
+  def spy_camera_init(self, *args, **kw):
+    inside_camera.append(True)
+    try:
+      camera_init(self, *args, **kw)
+    finally:
+      inside_camera.pop()
+
+  layers_param, camera_init = layers.param, cameractrl2.CameraPatchify.__init__
+  monkeypatch.setattr(layers, "param", spy_param)
+  monkeypatch.setattr(wan, "param", spy_param)
+  monkeypatch.setattr(cameractrl2.CameraPatchify, "__init__", spy_camera_init)
+
+  torch_model, path = tiny_wan
+  model = WanDiT.from_diffusers(path, camera=True, cond_mask=True)
+  assert len(poisoned) > 20  # every WAN parameter went through the poisoned initialiser
+  np.testing.assert_array_equal(model.camera_patchify.proj.kernel[...], 0)
+  latents, timesteps, text = _inputs(3)
+  camera = np.random.default_rng(4).standard_normal(latents.shape[:-1] + (6,)).astype(np.float32)
+  got = jax.jit(lambda *a: model(*a))(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text),
+                                      None, jnp.asarray(camera))
+  np.testing.assert_allclose(np.asarray(got), _torch_forward(torch_model, latents, timesteps, text), atol=1e-5, rtol=0)
 
 
 def test_bf16_checkpoint_loads(tiny_wan, tmp_path):
