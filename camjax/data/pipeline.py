@@ -7,6 +7,10 @@ centre-crop with the intrinsics updated, relative poses, labeled:unlabeled mixin
 
 A source is any random-access sequence of `ClipRecord`s: `shards.ShardSource` (TFDS ArrayRecord shards),
 `synthetic.SyntheticSource` (rendered on the fly) or a plain list.
+
+Clips shorter than the window are not corrupt: they are skipped and counted apart (`pipeline_stats.too_short`, not
+`pipeline_stats.skipped`). When no record gives a window at all the pipeline raises `NoWindowError` instead of
+looking for one forever (see `make_pipeline`'s `no_window_after`).
 """
 
 from __future__ import annotations
@@ -20,16 +24,38 @@ import jax
 import numpy as np
 from PIL import Image
 
-from camjax.data.records import ClipRecord, RecordError
+from camjax.data.records import ClipRecord, DataError, RecordError
 
 log = logging.getLogger(__name__)
+NO_WINDOW_PASSES = 8  # default `no_window_after`: this many draws per record of the sources ...
+NO_WINDOW_MAX_DRAWS = 2048  # ... at most
+
+
+class ClipTooShortError(RecordError):
+  """A record with too few frames for the window asked for (not corrupt: `Window` counts it apart)."""
+
+  def __init__(self, clip_id: str, num_frames: int, message: str):
+    self.num_frames = num_frames
+    super().__init__(clip_id, message)
+
+
+class NoWindowError(DataError):
+  """No record of the source gives a training window (all too short for the window, or corrupt)."""
 
 
 @dataclasses.dataclass
 class SkipStats:
-  """Records skipped by this process's pipeline (with `on_error="skip"`), by clip id."""
+  """What this process's pipeline skipped (with `on_error="skip"`).
 
-  skipped: list[str] = dataclasses.field(default_factory=list)
+  With `worker_count > 0` the windows are cut in the worker processes and these counts stay there (empty here).
+  """
+
+  skipped: list[str] = dataclasses.field(default_factory=list)  # corrupt records, distinct clip ids, first seen first
+  too_short: list[str] = dataclasses.field(default_factory=list)  # records shorter than the window, distinct clip ids
+  skipped_draws: int = 0  # draws of a corrupt record (a record counts again each epoch)
+  too_short_draws: int = 0  # draws of a too-short record
+  windows: int = 0  # windows produced
+  longest_too_short: int = 0  # frames of the longest too-short clip seen
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int, resample=Image.BILINEAR) -> np.ndarray:
@@ -71,6 +97,10 @@ def resize_center_crop_window(record: ClipRecord, indices: np.ndarray, height: i
   return out
 
 
+def _few(names: list[str], n: int = 3) -> str:
+  return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
 def _identity_poses(shape) -> np.ndarray:
   """Identity w2c of the given `[..., 4, 4]` shape: the placeholder poses of unlabeled clips."""
   return np.broadcast_to(np.eye(4, dtype=np.float32), shape).copy()
@@ -81,7 +111,10 @@ class Window(grain.transforms.RandomMap):
 
   def __init__(self, num_frames: int, height: int, width: int, stride: tuple[int, int] = (1, 1),
                reference: str = "first", with_depth: bool = False, on_error: str = "skip",
-               text_length: int | None = None, global_reference: int = 0):
+               text_length: int | None = None, global_reference: int = 0, no_window_after: int = 0,
+               num_records: int | None = None):
+    """`no_window_after`: raise `NoWindowError` after this many draws in a row without a window, before the first
+    window (0: never); `num_records`: records in the sources (named in that error)."""
     if on_error not in ("skip", "raise"):
       raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if reference not in ("first", "none"):
@@ -89,17 +122,62 @@ class Window(grain.transforms.RandomMap):
     self.num_frames, self.height, self.width = num_frames, height, width
     self.stride, self.reference, self.with_depth, self.on_error = tuple(stride), reference, with_depth, on_error
     self.text_length, self.global_reference = text_length, global_reference
+    self.no_window_after, self.num_records = no_window_after, num_records
     self.stats = SkipStats()
+    self._failed_in_a_row = 0
+    self._seen: set[str] = set()  # clip ids already in stats.skipped / stats.too_short
+
+  @property
+  def min_clip_frames(self) -> int:
+    """Frames a clip needs for one window: `(num_frames - 1) * min stride + 1`."""
+    return (self.num_frames - 1) * self.stride[0] + 1
 
   def random_map(self, record: ClipRecord, rng: np.random.Generator):
     try:
-      return self._window(record, rng)
+      out = self._window(record, rng)
     except RecordError as e:
       if self.on_error == "raise":
         raise
-      log.warning("skipping corrupt record: %s", e)
-      self.stats.skipped.append(e.clip_id)
+      self._count_failure(e)
       return None
+    self.stats.windows += 1
+    self._failed_in_a_row = 0
+    return out
+
+  def _count_failure(self, e: RecordError) -> None:
+    """Counts a record that gave no window (logged once per clip); raises `NoWindowError` when none ever gives one."""
+    s = self.stats
+    if isinstance(e, ClipTooShortError):
+      s.too_short_draws += 1
+      s.longest_too_short = max(s.longest_too_short, e.num_frames)
+      if e.clip_id not in self._seen:
+        self._seen.add(e.clip_id)
+        s.too_short.append(e.clip_id)
+        log.warning("skipping a clip too short for the window (counted in pipeline_stats.too_short): %s", e)
+    else:
+      s.skipped_draws += 1
+      if e.clip_id not in self._seen:
+        self._seen.add(e.clip_id)
+        s.skipped.append(e.clip_id)
+        log.warning("skipping corrupt record: %s", e)
+    self._failed_in_a_row += 1
+    draws = s.windows + s.too_short_draws + s.skipped_draws
+    if s.windows == 0 and self.no_window_after and self._failed_in_a_row >= self.no_window_after:
+      raise NoWindowError(self._no_window_message())
+    if draws >= 64 and draws & (draws - 1) == 0 and s.windows < draws // 2:
+      log.warning("%d of the first %d draws gave no window (%d clips too short for %d frames, %d corrupt)",
+                  draws - s.windows, draws, len(s.too_short), self.min_clip_frames, len(s.skipped))
+
+  def _no_window_message(self) -> str:
+    s = self.stats
+    records = f" ({self.num_records} records in the sources)" if self.num_records is not None else ""
+    longest = f"; the longest seen has {s.longest_too_short}" if s.too_short else ""
+    corrupt = f" ({_few(s.skipped)})" if s.skipped else ""
+    return (f"no record gives a window of {self.num_frames} frames at stride >= {self.stride[0]}: the last "
+            f"{self._failed_in_a_row} draws{records} gave none and none ever did. Too short: {len(s.too_short)} clips "
+            f"(a window needs {self.min_clip_frames} frames{longest}). Corrupt or unusable: {len(s.skipped)} "
+            f"clips{corrupt}. Lower data.num_frames or the minimum of data.stride, give clips of at least "
+            f"{self.min_clip_frames} frames, or fix the corrupt records (logged above).")
 
   def _window(self, record, rng: np.random.Generator, reference_w2c=None) -> dict[str, Any]:
     if isinstance(record, tuple):  # a synchronised camera pair: one window, the same frames for both
@@ -121,7 +199,8 @@ class Window(grain.transforms.RandomMap):
     lo, hi = self.stride
     max_stride = min(hi, (T - 1) // max(self.num_frames - 1, 1)) if self.num_frames > 1 else hi
     if max_stride < lo:
-      raise RecordError(record.clip_id, f"{T} frames cannot give a window of {self.num_frames} at stride >= {lo}")
+      raise ClipTooShortError(record.clip_id, T, f"{T} frames cannot give a window of {self.num_frames} at stride >= "
+                              f"{lo} (needs {self.min_clip_frames} frames)")
     stride = int(rng.integers(lo, max_stride + 1))
     span = (self.num_frames - 1) * stride + 1
     start = int(rng.integers(0, T - span + 1))
@@ -233,7 +312,7 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
                   process_count: int | None = None, with_depth: bool = False, on_error: str = "skip",
                   drop_remainder: bool = True, worker_count: int = 0, paired: bool = False,
                   start_index: int = 0, text_length: int | None = None,
-                  global_reference: int = 0) -> grain.IterDataset:
+                  global_reference: int = 0, no_window_after: int | None = None) -> grain.IterDataset:
   """Builds the training input pipeline.
 
   Args:
@@ -249,7 +328,8 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
     num_epochs: None repeats forever.
     process_index, process_count: shard by process (default: `jax.process_index()` / `jax.process_count()`).
     with_depth: include resized metric depth `[B, T, H, W]` (nearest).
-    on_error: "skip" (log + count in `pipeline_stats`) or "raise" a `RecordError` for corrupt records.
+    on_error: "skip" (log once per clip + count in `pipeline_stats`: corrupt records in `skipped`, clips too short for
+      the window in `too_short`) or "raise" a `RecordError` (`ClipTooShortError` for a too-short clip).
     drop_remainder: drop a last partial batch.
     worker_count: Grain worker processes (0 = in-process).
     paired: yield synchronised camera pairs of one scene (`PairedSource`): every key twice, prefixed `src_` and
@@ -262,16 +342,31 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
       frame), of a frame up to `global_reference` strides before the window (uniform, clamped to the clip start;
       identity for unlabeled clips). Clip-extension training poses extension samples relative to it, as if the window
       continued an exploration that started there (CameraCtrl II sec. 3.4, global reference).
+    no_window_after: with `on_error="skip"`, raise `NoWindowError` (from `next()`) when this many draws in a row gave
+      no window before any window was produced: no record can give one (all too short or corrupt), so the pipeline
+      would search forever. Default: `NO_WINDOW_PASSES` (8) draws per record of the sources, at most
+      `NO_WINDOW_MAX_DRAWS` (2048). Failures are properties of the records, so once a window was produced the
+      pipeline never raises; 8 passes make a false alarm (a usable record never drawn) unlikely even with one usable
+      record and sharding by process (each epoch is reshuffled). 0 disables the check.
 
   Records with precomputed `latents` and no frames yield `latents [B, t, h, w, c]` instead of `frames`; their window
   is the whole clip, so `num_frames`, `height`, `width` must match the records.
 
   Returns:
-    A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`.
+    A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()`; `.pipeline_stats` is the
+    `SkipStats` of this process (with `worker_count=0`).
+
+  Raises:
+    NoWindowError: (from `next()`) no record gives a window, see `no_window_after`.
   """
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  window = Window(num_frames, height, width, stride, reference, with_depth, on_error, text_length, global_reference)
+  labeled = PairedSource(source) if paired else source
+  num_records = len(labeled) + (len(unlabeled_source) if unlabeled_source is not None else 0)
+  if no_window_after is None:
+    no_window_after = min(NO_WINDOW_PASSES * max(num_records, 1), NO_WINDOW_MAX_DRAWS)
+  window = Window(num_frames, height, width, stride, reference, with_depth, on_error, text_length, global_reference,
+                  no_window_after=no_window_after, num_records=num_records)
 
   def prepare(src, salt: int) -> grain.MapDataset:
     ds = grain.MapDataset.source(src).seed(seed + salt)
@@ -279,7 +374,7 @@ def make_pipeline(source: Sequence[ClipRecord], *, num_frames: int, height: int,
       ds = ds.shuffle()
     return ds.repeat(num_epochs).random_map(window)
 
-  ds = prepare(PairedSource(source) if paired else source, 0)
+  ds = prepare(labeled, 0)
   if unlabeled_source is not None:
     ds = grain.MapDataset.mix([ds, prepare(unlabeled_source, 1).map(StripCamera())], weights=list(unlabeled_ratio))
   # Shard by process LAST (MapDatasets are lazy: each process only reads its own elements): element i of the global

@@ -34,7 +34,13 @@ from camjax.geometry import CameraError, Cameras, validate_poses
 SCHEMA_VERSION = 1
 
 
-class RecordError(CamjaxError, ValueError):
+class DataError(CamjaxError):
+  """A dataset that cannot be used as asked: no clip gives a training window (`pipeline.NoWindowError`), a dataset
+  folder made from other arguments or inputs (`shards.StaleDatasetError`), a missing input folder, an unknown data
+  source. Every data problem camjax names derives from it, `RecordError` included."""
+
+
+class RecordError(DataError, ValueError):
   """A corrupt or inconsistent clip record; names the clip id and, for shards, where it came from."""
 
   def __init__(self, clip_id: str, message: str):

@@ -8,6 +8,10 @@ RealEstate10K layouts: `pose_files/<id>.txt` + `videos/<id>.mp4` (as in ../share
 beside `<id>.mp4`, or `<id>.txt` beside a folder `<id>/` of frames (the standard download layout: one image per
 timestamp, sorted by name). Videos are decoded with mediapy (ffmpeg from imageio-ffmpeg). Pose files without frames
 are reported and skipped; a frame/camera count mismatch raises `RecordError`.
+
+The CLI writes a provenance file with the dataset (its arguments and a listing of the input files: relative path,
+size, mtime): a re-run with the same arguments and unchanged inputs reuses the dataset, any other refuses and names
+what differs unless given `--overwrite` (which replaces the dataset atomically).
 """
 
 from __future__ import annotations
@@ -122,10 +126,43 @@ def colmap_records(sparse, images, *, size: tuple[int, int] | None = None, fps: 
                    height=cams.height, width=cams.width, fps=fps)
 
 
+def re10k_provenance(root, *, fps: float = 8.0) -> dict:
+  """The provenance of a RealEstate10K ingest (`shards.make_provenance`): the resolved root, `fps` and a listing
+  (relative path, size, mtime) of every file under the root.
+
+  Raises:
+    DataError: `root` does not exist.
+  """
+  from camjax.data.shards import input_listing, make_provenance
+
+  return make_provenance("camjax.data.sources re10k", dict(root=str(Path(root).resolve()), fps=float(fps)),
+                         input_listing(root))
+
+
+def ingest_provenance(args) -> dict:
+  """The provenance of the CLI's ingest `args` (the parsed arguments of `main`)."""
+  from camjax.data.shards import input_listing, make_provenance
+
+  if args.kind == "re10k":
+    return re10k_provenance(args.root, fps=args.fps)
+  size = list(args.size) if args.size else None
+  if args.kind == "nerf":
+    transforms = Path(args.transforms).resolve()
+    return make_provenance("camjax.data.sources nerf", dict(transforms=str(transforms), size=size),
+                           input_listing(transforms.parent))
+  return make_provenance("camjax.data.sources colmap", dict(sparse=str(Path(args.sparse).resolve()),
+                                                            images=str(Path(args.images).resolve()), size=size),
+                         input_listing(args.sparse, args.images))
+
+
 def main(argv=None) -> None:
+  """The CLI (see the module docstring). Exits with status 1 and what differs when `--out` holds a dataset made from
+  other arguments or input files (without `--overwrite`), or with the error on bad input (missing folder, corrupt
+  clip or pose file)."""
   import argparse
 
-  from camjax.data.shards import write_shards
+  from camjax.data.shards import build_dataset
+  from camjax.errors import CamjaxError
 
   parser = argparse.ArgumentParser(prog="python -m camjax.data.sources", description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="kind", required=True)
@@ -141,6 +178,8 @@ def main(argv=None) -> None:
   p.add_argument("--size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"))
   for p in sub.choices.values():
     p.add_argument("--out", required=True, help="dataset root folder (TFDS data_dir)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a dataset at --out made from other arguments or input files (atomically)")
   args = parser.parse_args(argv)
   if args.kind == "re10k":
     records = lambda: re10k_records(args.root, fps=args.fps)  # noqa: E731
@@ -148,8 +187,12 @@ def main(argv=None) -> None:
     records = lambda: nerf_records(args.transforms, size=args.size)  # noqa: E731
   else:
     records = lambda: colmap_records(args.sparse, args.images, size=args.size)  # noqa: E731
-  path = write_shards(records, args.out, description=f"camjax ingest ({args.kind})")
-  print(f"wrote {path}")
+  try:
+    path, reused = build_dataset(records, args.out, ingest_provenance(args), overwrite=args.overwrite,
+                                 description=f"camjax ingest ({args.kind})")
+  except CamjaxError as e:  # a stale dataset, a missing input, a corrupt clip or pose file
+    parser.exit(1, f"{parser.prog}: error: {e}\n")
+  print(f"reusing {path}: made from the same arguments and input files" if reused else f"wrote {path}")
 
 
 if __name__ == "__main__":

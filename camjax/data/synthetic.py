@@ -10,7 +10,9 @@ World axes follow OpenCV: y points DOWN, the ground is the plane y = 0 (objects 
 
     python -m camjax.data.synthetic --out DIR --num_scenes 64 --resolution 64 --frames 17 --cameras 2
 
-writes a TFDS/ArrayRecord dataset (see camjax.data.records) that camjax.data.pipeline reads.
+writes a TFDS/ArrayRecord dataset (see camjax.data.records) that camjax.data.pipeline reads, with a provenance file
+(its arguments): a re-run with the same arguments reuses it, one with other arguments refuses unless given
+`--overwrite` (which replaces the dataset atomically).
 """
 
 from __future__ import annotations
@@ -428,24 +430,85 @@ class SyntheticSource:
     return self._cache[1][index % self.num_cameras]
 
 
-def write_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17,
-                  cameras: int = 1, tracks: int = 256, fps: float = 8.0, progress: bool = True):
-  """Renders `num_scenes` scenes and writes them as a TFDS/ArrayRecord dataset; returns its folder."""
+RENDERER_VERSION = 1  # bump when the renderer's pixels, cameras or tracks change: datasets record it
+
+
+def _argument_problems(num_scenes: int, resolution: int, frames: int, cameras: int, tracks: int,
+                       fps: float) -> list[tuple[str, str]]:
+  """`(flag, problem)` for every argument of `write_dataset` out of range (empty when all are valid)."""
+  out = []
+  for flag, value, lowest in (("num_scenes", num_scenes, 1), ("resolution", resolution, 1), ("frames", frames, 1),
+                              ("cameras", cameras, 1), ("tracks", tracks, 0)):
+    if int(value) != value or value < lowest:
+      out.append((flag, f"must be an integer >= {lowest}, got {value}"))
+  if not np.isfinite(fps) or fps <= 0:
+    out.append(("fps", f"must be positive (frames per second), got {fps}"))
+  return out
+
+
+def dataset_provenance(num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17, cameras: int = 1,
+                       tracks: int = 256, fps: float = 8.0) -> dict:
+  """The provenance of a procedural dataset (`shards.make_provenance`): every argument of `write_dataset` that
+  changes the records, and the renderer version."""
+  from camjax.data.shards import make_provenance
+
+  return make_provenance("camjax.data.synthetic", dict(
+      num_scenes=num_scenes, seed=seed, resolution=resolution, frames=frames, cameras=cameras, tracks=tracks,
+      fps=float(fps), renderer_version=RENDERER_VERSION))
+
+
+def build_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17,
+                  cameras: int = 1, tracks: int = 256, fps: float = 8.0, overwrite: bool = False,
+                  progress: bool = True):
+  """Renders `num_scenes` scenes into a TFDS/ArrayRecord dataset with its provenance, or reuses the dataset at
+  `out_dir` when it was rendered with the same arguments (`shards.build_dataset`).
+
+  Returns:
+    `(versioned dataset folder, reused)`.
+
+  Raises:
+    DataError: an argument out of range (names it), or `out_dir` holds files that are not a camjax dataset.
+    StaleDatasetError: `out_dir` holds a dataset rendered with other arguments and `overwrite` is False.
+  """
   from tqdm import tqdm
 
-  from camjax.data.shards import write_shards
+  from camjax.data.records import DataError
+  from camjax.data.shards import build_dataset as build
+
+  problems = _argument_problems(num_scenes, resolution, frames, cameras, tracks, fps)
+  if problems:
+    raise DataError("; ".join(f"{flag} {problem}" for flag, problem in problems))
 
   def records():
     for scene in tqdm(range(seed, seed + num_scenes), desc="rendering scenes", unit="scene", disable=not progress):
       yield from scene_records(scene, num_frames=frames, height=resolution, width=resolution, num_cameras=cameras,
                                num_tracks=tracks, fps=fps)
 
-  return write_shards(records, out_dir, description=f"camjax procedural scenes: {num_scenes} scenes x {cameras} "
-                      f"cameras, {frames} frames at {resolution}x{resolution}, seed {seed}")
+  provenance = dataset_provenance(num_scenes, seed=seed, resolution=resolution, frames=frames, cameras=cameras,
+                                  tracks=tracks, fps=fps)
+  return build(records, out_dir, provenance, overwrite=overwrite, description=(
+      f"camjax procedural scenes: {num_scenes} scenes x {cameras} cameras, {frames} frames at "
+      f"{resolution}x{resolution}, seed {seed}"))
+
+
+def write_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17,
+                  cameras: int = 1, tracks: int = 256, fps: float = 8.0, progress: bool = True,
+                  overwrite: bool = False):
+  """`build_dataset` returning only the dataset folder (reused when rendered with the same arguments).
+
+  Raises:
+    As `build_dataset`.
+  """
+  return build_dataset(out_dir, num_scenes, seed=seed, resolution=resolution, frames=frames, cameras=cameras,
+                       tracks=tracks, fps=fps, overwrite=overwrite, progress=progress)[0]
 
 
 def main(argv=None) -> None:
+  """The CLI (see the module docstring). Exits with status 2 and the flag named on an out-of-range argument, with
+  status 1 and what differs when `--out` holds a dataset rendered with other arguments (without `--overwrite`)."""
   import argparse
+
+  from camjax.data.records import DataError
 
   parser = argparse.ArgumentParser(prog="python -m camjax.data.synthetic", description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="dataset root folder (TFDS data_dir)")
@@ -456,10 +519,21 @@ def main(argv=None) -> None:
   parser.add_argument("--tracks", type=int, default=256, help="ground-truth point tracks per clip")
   parser.add_argument("--fps", type=float, default=8.0)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace a dataset at --out rendered with other arguments (atomically)")
   args = parser.parse_args(argv)
-  path = write_dataset(args.out, args.num_scenes, seed=args.seed, resolution=args.resolution, frames=args.frames,
-                       cameras=args.cameras, tracks=args.tracks, fps=args.fps)
-  print(f"wrote {args.num_scenes * args.cameras} clips to {path}")
+  problems = _argument_problems(args.num_scenes, args.resolution, args.frames, args.cameras, args.tracks, args.fps)
+  if problems:
+    parser.error("; ".join(f"argument --{flag}: {problem}" for flag, problem in problems))
+  try:
+    path, reused = build_dataset(args.out, args.num_scenes, seed=args.seed, resolution=args.resolution,
+                                 frames=args.frames, cameras=args.cameras, tracks=args.tracks, fps=args.fps,
+                                 overwrite=args.overwrite)
+  except DataError as e:
+    parser.exit(1, f"{parser.prog}: error: {e}\n")
+  clips = args.num_scenes * args.cameras
+  print(f"reusing {path}: {clips} clips rendered with the same arguments" if reused else
+        f"wrote {clips} clips to {path}")
 
 
 if __name__ == "__main__":

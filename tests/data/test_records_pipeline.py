@@ -1,14 +1,16 @@
 """Records, shards and the Grain pipeline: validation, round trips, resume, sharding, mixing, corrupt records."""
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
 
 from camjax import geometry as g
-from camjax.data import ClipRecord, RecordError, from_example, to_example
+from camjax.data import ClipRecord, DataError, RecordError, from_example, to_example
 from camjax.data import synthetic
-from camjax.data.pipeline import make_pipeline
+from camjax.data.pipeline import ClipTooShortError, NoWindowError, make_pipeline
+from camjax.errors import CamjaxError
 from camjax.data.shards import ShardSource, write_shards
 
 
@@ -149,6 +151,70 @@ def test_corrupt_records_are_skipped_and_counted_or_raised():
                         on_error="raise")
   with pytest.raises(RecordError, match="cannot give a window of 4"):
     list(short)
+
+
+def first_batch(ds, timeout: float = 60.0):
+  """`next(iter(ds))` in a thread, so a pipeline that searches for a window forever fails the test instead of hanging
+  it."""
+  result = {}
+
+  def run():
+    try:
+      result["batch"] = next(iter(ds))
+    except BaseException as e:  # pylint: disable=broad-except  # re-raised below
+      result["error"] = e
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  thread.join(timeout)
+  assert not thread.is_alive(), f"no batch and no error after {timeout} s: the pipeline searches for a window forever"
+  if "error" in result:
+    raise result["error"]
+  return result["batch"]
+
+
+@pytest.mark.parametrize("clip_frames, num_frames, stride", [
+    (1, 4, (1, 1)),  # 1-frame clips
+    (14, 17, (1, 2)),  # RE10K `_svd` clips (14 frames) with data.num_frames=17
+    (14, 33, (1, 2)),
+])
+def test_clips_too_short_for_the_window_raise_a_named_error_instead_of_hanging(clip_frames, num_frames, stride):
+  source = [record(i, T=clip_frames, H=8, W=8) for i in range(3)]
+  ds = make_pipeline(source, num_frames=num_frames, height=8, width=8, batch_size=2, stride=stride, worker_count=0)
+  with pytest.raises(NoWindowError) as info:
+    first_batch(ds)
+  message = str(info.value)
+  assert isinstance(info.value, DataError) and isinstance(info.value, CamjaxError)
+  assert f"window of {num_frames} frames" in message and "Too short: 3 clips" in message
+  assert f"longest seen has {clip_frames}" in message and "Corrupt or unusable: 0 clips" in message
+  assert "data.num_frames" in message and f"at least {num_frames} frames" in message  # what to do
+  assert sorted(ds.pipeline_stats.too_short) == ["clip-0", "clip-1", "clip-2"] and ds.pipeline_stats.skipped == []
+
+
+def test_all_corrupt_records_raise_a_named_error_instead_of_hanging():
+  bad = [dataclasses.replace(record(i), frames=record(i).frames[:-1]) for i in range(2)]
+  ds = make_pipeline(bad, num_frames=4, height=8, width=8, batch_size=1, worker_count=0)
+  with pytest.raises(NoWindowError, match=r"Too short: 0 clips .* Corrupt or unusable: 2 clips \(clip-"):
+    first_batch(ds)
+  assert sorted(ds.pipeline_stats.skipped) == ["clip-0", "clip-1"] and ds.pipeline_stats.too_short == []
+
+
+def test_a_few_short_clips_are_counted_apart_and_training_continues():
+  long_ids, short_ids = [f"clip-{i}" for i in range(6)], ["clip-10", "clip-11"]
+  source = [record(i, T=12) for i in range(6)] + [record(10 + i, T=2) for i in range(2)]
+  ds = make_pipeline(source, num_frames=4, height=8, width=8, batch_size=2, stride=(1, 2), worker_count=0)
+  it = iter(ds)
+  ids = np.concatenate([next(it)["clip_id"] for _ in range(8)])  # two passes over the source
+  assert set(ids) <= set(long_ids) and len(ids) == 16
+  stats = ds.pipeline_stats
+  assert sorted(stats.too_short) == short_ids and stats.too_short_draws >= 2  # counted apart from corrupt records
+  assert stats.skipped == [] and stats.skipped_draws == 0 and stats.windows >= 16
+  one_epoch = make_pipeline(source, num_frames=4, height=8, width=8, batch_size=1, num_epochs=1, worker_count=0)
+  assert sorted(str(b["clip_id"][0]) for b in one_epoch) == long_ids
+  assert sorted(one_epoch.pipeline_stats.too_short) == short_ids
+  strict = make_pipeline([record(0, T=2)], num_frames=4, height=8, width=8, batch_size=1, on_error="raise")
+  with pytest.raises(ClipTooShortError, match="2 frames cannot give a window of 4"):
+    first_batch(strict)
 
 
 def test_paired_multi_camera_windows_share_frames_and_the_global_frame():

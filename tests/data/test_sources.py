@@ -82,3 +82,38 @@ def test_colmap_ingest_of_a_real_sfm_model(tmp_path):
   np.testing.assert_allclose(record.K[0], K, rtol=1e-6)
   rel = g.metrics.cameractrl2_errors(record.cameras, clip.cameras)
   assert rel["rot_err"] < 2.0
+
+
+def test_re10k_cli_reuses_unchanged_inputs_refuses_changed_ones_and_overwrites(tmp_path, capsys, tiny_re10k):
+  from camjax.data.shards import PROVENANCE_FILE
+  root, out = tmp_path / "clips", tmp_path / "out"
+  tiny_re10k(root, "a")
+  argv = ["re10k", "--root", str(root), "--out", str(out)]
+  sources.main(argv)
+  assert "wrote" in capsys.readouterr().out and len(ShardSource(out)) == 1
+  provenance = (out / PROVENANCE_FILE).read_text()
+  assert '"a/000.png"' in provenance and '"a.txt"' in provenance  # the input listing: path, size, mtime
+
+  sources.main(argv)
+  assert "reusing" in capsys.readouterr().out and (out / PROVENANCE_FILE).read_text() == provenance
+
+  tiny_re10k(root, "b")  # the input folder changed
+  with pytest.raises(SystemExit) as info:
+    sources.main(argv)
+  err = capsys.readouterr().err
+  assert info.value.code == 1 and "4 new input file(s)" in err and "b.txt" in err and "--overwrite" in err
+  assert len(ShardSource(out)) == 1
+  with pytest.raises(SystemExit):
+    sources.main(argv + ["--fps", "4"])
+  assert "fps: 8.0 in the dataset, asked 4.0" in capsys.readouterr().err
+
+  sources.main(argv + ["--overwrite"])
+  assert "wrote" in capsys.readouterr().out
+  assert sorted(ShardSource(out)[i].clip_id for i in range(2)) == ["re10k-a", "re10k-b"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["clips", "out"]  # nothing half-written left behind
+
+  (root / "a" / "001.png").write_bytes((root / "a" / "000.png").read_bytes())  # a frame rewritten
+  with pytest.raises(SystemExit):
+    sources.main(argv)
+  err = capsys.readouterr().err
+  assert "1 changed (size or mtime) input file(s)" in err and "a/001.png" in err

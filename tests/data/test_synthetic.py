@@ -98,3 +98,81 @@ def test_cli_writes_a_dataset_the_pipeline_reads(tmp_path):
   assert record.tracks_xyz.shape == (16, 5, 3) and record.depth.shape == (5, 32, 32)
   batch = next(iter(make_pipeline(source, num_frames=5, height=32, width=32, batch_size=4, seed=0)))
   assert batch["frames"].shape == (4, 5, 32, 32, 3) and batch["has_camera"].all()
+
+
+TINY = ["--num_scenes", "2", "--resolution", "16", "--frames", "3", "--tracks", "4"]
+
+
+def _dataset_files(root):
+  return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--num_scenes", "0"), ("--num_scenes", "-3"), ("--cameras", "0"), ("--resolution", "0"), ("--frames", "0"),
+    ("--tracks", "-1"), ("--fps", "0"),
+])
+def test_cli_rejects_out_of_range_arguments_naming_the_flag(tmp_path, capsys, flag, value):
+  argv = ["--out", str(tmp_path / "synth"), "--num_scenes", "1", "--resolution", "8", "--frames", "2", "--tracks", "2"]
+  with pytest.raises(SystemExit) as info:
+    synthetic.main(argv + [flag, value])
+  assert info.value.code == 2
+  assert f"argument {flag}: must be" in capsys.readouterr().err
+  assert not (tmp_path / "synth").exists()
+
+
+def test_cli_reuses_an_identical_dataset_refuses_a_stale_one_and_overwrites_atomically(tmp_path, capsys):
+  from camjax.data.shards import PROVENANCE_FILE, ShardSource
+  out = tmp_path / "synth"
+  synthetic.main(["--out", str(out)] + TINY)
+  assert "wrote 2 clips" in capsys.readouterr().out
+  files = _dataset_files(out)
+  provenance = (out / PROVENANCE_FILE).read_text()
+  assert '"num_scenes": 2' in provenance and '"resolution": 16' in provenance
+
+  synthetic.main(["--out", str(out)] + TINY)  # the same arguments: reused, not rendered again
+  assert "reusing" in capsys.readouterr().out and (out / PROVENANCE_FILE).read_text() == provenance
+
+  with pytest.raises(SystemExit) as info:  # other arguments: refused, naming what differs and how to overwrite
+    synthetic.main(["--out", str(out), "--num_scenes", "1", "--resolution", "8", "--frames", "3", "--tracks", "4"])
+  err = capsys.readouterr().err
+  assert info.value.code == 1
+  assert "num_scenes: 2 in the dataset, asked 1" in err and "resolution: 16 in the dataset, asked 8" in err
+  assert "--overwrite" in err and "frames:" not in err
+  assert _dataset_files(out) == files and len(ShardSource(out)) == 2  # the old dataset is untouched
+
+  synthetic.main(["--out", str(out), "--num_scenes", "1", "--resolution", "8", "--frames", "3", "--tracks", "4",
+                  "--overwrite"])
+  assert "wrote 1 clips" in capsys.readouterr().out
+  source = ShardSource(out)
+  assert len(source) == 1 and source[0].frames.shape == (3, 8, 8, 3)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # no temporary or old copy left behind
+
+
+def test_an_interrupted_overwrite_leaves_the_old_dataset(tmp_path, monkeypatch):
+  from camjax.data.shards import ShardSource
+  out = tmp_path / "synth"
+  synthetic.write_dataset(out, 2, resolution=16, frames=3, tracks=4, progress=False)
+  files = _dataset_files(out)
+
+  def failing(seed, **kwargs):
+    if seed == 1:
+      raise KeyboardInterrupt
+    return real(seed, **kwargs)
+
+  real = synthetic.scene_records
+  monkeypatch.setattr(synthetic, "scene_records", failing)
+  with pytest.raises(KeyboardInterrupt):
+    synthetic.write_dataset(out, 3, resolution=16, frames=3, tracks=4, progress=False, overwrite=True)
+  assert _dataset_files(out) == files and len(ShardSource(out)) == 2
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
+
+
+def test_cli_never_writes_into_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+  out = tmp_path / "mine"
+  out.mkdir()
+  (out / "notes.txt").write_text("keep me")
+  for extra in ([], ["--overwrite"]):
+    with pytest.raises(SystemExit) as info:
+      synthetic.main(["--out", str(out)] + TINY + extra)
+    assert info.value.code == 1 and "not a camjax dataset (notes.txt)" in capsys.readouterr().err
+  assert [p.name for p in out.iterdir()] == ["notes.txt"]
