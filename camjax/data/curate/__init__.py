@@ -2,10 +2,10 @@
 
 Stages, one module each: `clips` (decode, split, drop dark/static clips), `motion` (optical flow, moving-object
 mask, camera-movement score), `poses` (pycolmap SfM per clip), `scale` (metric scale calibration, eq. 2, and the
-RealCam-I2V variant), `balance` (trajectory balancing), `report` (per-video decisions and statistics), and
-`pipeline` (the resumable end-to-end run writing shards).
+RealCam-I2V variant), `balance` (trajectory balancing), `report` (per-video decisions and statistics), `cache`
+(stage caches keyed by their inputs and options), and `pipeline` (the resumable end-to-end run writing shards).
 """
 
-from camjax.data.curate.errors import CurationError
+from camjax.data.curate.errors import CurationError, NoVideosError
 
-__all__ = ["CurationError"]
+__all__ = ["CurationError", "NoVideosError"]

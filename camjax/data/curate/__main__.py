@@ -15,12 +15,14 @@ from camjax.errors import CamjaxError
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m camjax.data.curate", description=__doc__)
   p.add_argument("--videos", required=True, help="folder of video files and/or image-sequence folders")
-  p.add_argument("--out", required=True, help="output folder (rerunning with the same folder resumes)")
+  p.add_argument("--out", required=True, help="output folder (a rerun into it reuses only the work done with the "
+                 "same inputs and options)")
   depth = p.add_mutually_exclusive_group()
   depth.add_argument("--depth", help="RGB-D depth maps: <DIR>/<video>.npy [T,H,W] metres or <DIR>/<video>/ frames")
   depth.add_argument("--depth_model", help="weights of a metric-depth model (interface only in this version)")
   p.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG depth units per metre (TUM: 5000)")
-  p.add_argument("--only", nargs="*", help="curate only these video names")
+  p.add_argument("--only", nargs="*", help="curate only these videos (file or folder names, stems or ids; a name "
+                 "matching no video is an error)")
   p.add_argument("--clip_length", type=int, default=16)
   p.add_argument("--target_fps", type=float, default=10.0, help="subsample videos to about this rate (0: keep all)")
   p.add_argument("--max_side", type=int, default=256, help="resize the longer side to at most this (pixels)")

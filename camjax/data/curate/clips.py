@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camjax.data.curate.errors import CurationError
+from camjax.data.curate.errors import CurationError, NoVideosError
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -62,7 +62,64 @@ class Clip:
 def video_id_of(path) -> str:
   """A file-system safe id of a video path (its stem, with odd characters replaced)."""
   stem = Path(path).stem if Path(path).suffix.lower() in VIDEO_SUFFIXES else Path(path).name
-  return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+  return _safe(stem)
+
+
+def _safe(name: str) -> str:
+  """`name` with every character but letters, digits and "-_." replaced by "_"."""
+  return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def video_ids(paths) -> dict[Path, str]:
+  """Unique ids of the videos `paths` (one folder's listing): `video_id_of` where that is unique, else the sanitised
+  file name (`cat.mp4` and `cat.mov` become "cat.mp4" and "cat.mov"), else that name with "_2", "_3", ... appended."""
+  paths = [Path(p) for p in paths]
+  stems = [video_id_of(p) for p in paths]
+  ids = [s if stems.count(s) == 1 else _safe(p.name) for s, p in zip(stems, paths)]
+  out, used = {}, set()
+  for p, i in zip(paths, ids):
+    unique, k = i, 1
+    while unique in used:
+      k += 1
+      unique = f"{i}_{k}"
+    used.add(unique)
+    out[p] = unique
+  return out
+
+
+def select_videos(videos_dir, only=None) -> dict[Path, str]:
+  """The videos to curate under `videos_dir` and their unique ids (`video_ids` of the whole folder, so an id does not
+  depend on `only`).
+
+  Args:
+    videos_dir: folder of video files and/or image-sequence folders.
+    only: names to keep (a file or folder name, its stem, or its id); None: all.
+
+  Returns:
+    `{path: video_id}` in name order.
+
+  Raises:
+    CurationError: the folder does not exist.
+    NoVideosError: the folder holds no video, or a name of `only` matches none of them.
+  """
+  found = list_videos(videos_dir)
+  searched = (f"video files ({', '.join(VIDEO_SUFFIXES)}) and image-sequence folders "
+              f"({', '.join(IMAGE_SUFFIXES)}) directly inside the folder")
+  if not found:
+    raise NoVideosError(f"no videos to curate: searched for {searched}", videos_dir=videos_dir, only=only)
+  ids = video_ids(found)
+  if only is None:
+    return ids
+  only = list(only)
+  keys = {p: {p.name, video_id_of(p), i} for p, i in ids.items()}
+  missing = [w for w in only if not any(w in k for k in keys.values())]
+  if missing or not only:
+    listing = ", ".join(p.name for p in found[:20]) + (f", ... ({len(found)} in all)" if len(found) > 20 else "")
+    what = f"--only {missing} match no video (by file or folder name, stem or id)" if only else \
+        "--only names no video"
+    raise NoVideosError(f"{what}: searched for {searched}; found {listing}", videos_dir=videos_dir, only=only)
+  wanted = set(only)
+  return {p: i for p, i in ids.items() if keys[p] & wanted}
 
 
 def list_videos(videos_dir) -> list[Path]:

@@ -1,8 +1,13 @@
 """The end-to-end, resumable curation run (`python -m camjax.data.curate`): stages 1-6 over a folder of videos.
 
-Every stage caches its per-video / per-clip result under `<out>/work/<stage>/` (written atomically) and skips what is
-already there, so a crash or a rerun only does the missing work. Bad inputs (unreadable video, zero frames, SfM
-failure, missing depth) are recorded in the report and never stop the run. Outputs:
+Every stage caches its per-video / per-clip result under `<out>/work/<stage>/` (written atomically), keyed by the input
+file's identity (path, size, modification time) and the options that produced it (`camjax.data.curate.cache`), and
+reuses only an entry with the same key, so a crash or a rerun only does the missing work while a rerun with other
+options or changed inputs recomputes what they change. Thresholds applied to cached measurements (the camera-motion
+and foreground limits) are applied afresh every run. Bad inputs (unreadable video, zero frames, SfM failure, missing
+depth) are recorded in the report and never stop the run. The outputs always describe the current run: each is written
+to a temporary path and renamed into place, and one the run does not produce (no shards when no clip is kept, no
+`balance.png` without balancing) is removed. Outputs:
   `<out>/shards/camjax_clips/<version>/`  the clips (`camjax.data.shards` format; train with data.source="shards",
                                            data.path="<out>/shards")
   `<out>/report.json`, `<out>/summary.txt`  what each stage kept or dropped, why, and per-stage statistics
@@ -12,7 +17,6 @@ failure, missing depth) are recorded in the report and never stop the run. Outpu
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -23,9 +27,9 @@ from camjax import geometry as g
 from camjax.data.curate import balance as balance_lib
 from camjax.data.curate import clips as clips_lib
 from camjax.data.curate import motion, poses, scale
+from camjax.data.curate.cache import StageCache, array_digest, cache_key, file_identity, load_npz, save_npz
 from camjax.data.curate.errors import CurationError
 from camjax.data.curate.report import Report
-from camjax.io import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,27 +71,22 @@ def _progress(iterable, desc: str, enabled: bool):
   return tqdm(iterable, desc=desc, unit="item", leave=True)
 
 
-def _save_npz(path: Path, **arrays) -> None:
-  with atomic_write(path, "wb") as f:
-    np.savez_compressed(f, **arrays)
-
-
-def _save_json(path: Path, obj) -> None:
-  from camjax.data.curate.report import _jsonable
-
-  with atomic_write(path) as f:
-    json.dump(_jsonable(obj), f)
-
-
-def _load_json(path: Path):
-  return json.loads(path.read_text())
-
-
 def _intrinsics(fov_deg: float | None, height: int, width: int):
   if fov_deg is None:
     return None
   f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
   return g.intrinsics(f, f, width / 2, height / 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClipRef:
+  """A clip kept by stage 1: ids, the cache key later stages build on, and its cached frames (`.npz`)."""
+
+  video_id: str
+  clip_id: str
+  key: str
+  path: Path
+  video_name: str
 
 
 def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth: scale.DepthSource | None = None,
@@ -99,7 +98,7 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
     out_dir: output folder (created; its `work/` cache makes reruns resume).
     options: `CurateOptions`.
     depth: metric-depth source for stage 4 (None: clips keep the SfM scale and `metric_scale` NaN).
-    videos: restrict to these file / folder names (default: all).
+    videos: restrict to these file / folder names, stems or video ids (default: all).
     intrinsics: `{video_id: K [3, 3]}` pixel intrinsics at the decoded video's size (overrides `fov_deg`).
     progress: show a tqdm bar per stage.
 
@@ -107,7 +106,8 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
     The `Report` (also written to `out_dir`).
 
   Raises:
-    CurationError: the videos folder does not exist (everything else is recorded in the report).
+    CurationError: the videos folder does not exist.
+    NoVideosError: it holds no video, or a name of `videos` matches none (everything else is recorded in the report).
   """
   try:
     import pycolmap
@@ -117,35 +117,55 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
     pass
   out_dir = Path(out_dir)
   work = out_dir / "work"
-  paths = clips_lib.list_videos(videos_dir)
-  if videos is not None:
-    wanted = set(videos)
-    paths = [p for p in paths if p.name in wanted or clips_lib.video_id_of(p) in wanted]
+  selected = clips_lib.select_videos(videos_dir, videos)
   report = Report({"videos_dir": str(videos_dir), **options.to_dict(),
                    "depth": type(depth).__name__ if depth is not None else None})
   timing = report.data["timing_s"]
 
-  # ------------------------------------------------------------------------------ 1. shot and clip extraction
-  t0 = time.time()
-  clip_ids: list[tuple[str, str]] = []  # (video_id, clip_id)
-  for path in _progress(paths, "1/6 clips", progress):
-    vid = clips_lib.video_id_of(path)
+  def timed(stage, fn, *args):
+    t0 = time.time()
+    result = fn(*args)
+    timing[stage] = time.time() - t0
+    return result
+
+  refs = timed("clips", _stage_clips, selected, StageCache(work, "clips"), options, report, progress)
+  dynamic = timed("motion", _stage_motion, refs, StageCache(work, "motion"), options, report, progress)
+  posed = timed("poses", _stage_poses, dynamic, StageCache(work, "poses"), options, intrinsics, report, progress)
+  calibrated = timed("scale", _stage_scale, posed, StageCache(work, "scale"), options, depth, report, progress)
+  chosen = timed("balance", _stage_balance, calibrated, out_dir, options, report, progress)
+  timed("shards", _stage_shards, chosen, out_dir, f"camjax curation of {videos_dir}", report, progress)
+  report.finish_videos()
+  report.write(out_dir)
+  return report
+
+
+# ------------------------------------------------------------------------------------ 1. shot and clip extraction
+def _cut_clips(path: Path, vid: str, options: clips_lib.ClipOptions, folder: Path) -> dict:
+  """Stage 1 on one video: the clips' frames go to `folder/<clip_id>.npz`; returns the cached summary."""
+  try:
+    frames, fps = clips_lib.decode_video(path, options.image_fps)
+    kept, dropped = clips_lib.split_clips(frames, fps, vid, options)
+  except CurationError as e:
+    return {"error": str(e), "kept": [], "dropped": []}
+  for c in kept:
+    save_npz(folder / f"{c.clip_id}.npz", frames=c.frames, frame_indices=c.frame_indices, fps=c.fps,
+             scale_xy=np.asarray(c.scale_xy), video_shape=np.asarray(frames.shape[1:3]))
+  return {"error": "", "fps": fps, "num_frames": len(frames), "size": list(frames.shape[1:3]),
+          "kept": [{"clip_id": c.clip_id, "frames": [int(c.frame_indices[0]), int(c.frame_indices[-1])], "fps": c.fps}
+                   for c in kept], "dropped": dropped}
+
+
+def _stage_clips(selected: dict, cache: StageCache, options: CurateOptions, report: Report,
+                 progress: bool) -> list[_ClipRef]:
+  refs = []
+  for path, vid in _progress(list(selected.items()), "1/6 clips", progress):
     report.video(vid, path)
-    marker = work / "clips" / f"{vid}.json"
-    if not marker.is_file():
-      try:
-        frames, fps = clips_lib.decode_video(path, options.clips.image_fps)
-        kept, dropped = clips_lib.split_clips(frames, fps, vid, options.clips)
-        for c in kept:
-          _save_npz(work / "clips" / f"{c.clip_id}.npz", frames=c.frames, frame_indices=c.frame_indices,
-                    fps=c.fps, scale_xy=np.asarray(c.scale_xy), video_shape=np.asarray(frames.shape[1:3]))
-        result = {"error": "", "fps": fps, "num_frames": len(frames), "size": list(frames.shape[1:3]),
-                  "kept": [{"clip_id": c.clip_id, "frames": [int(c.frame_indices[0]), int(c.frame_indices[-1])],
-                            "fps": c.fps} for c in kept], "dropped": dropped}
-      except CurationError as e:
-        result = {"error": str(e), "kept": [], "dropped": []}
-      _save_json(marker, result)
-    result = _load_json(marker)
+    identity = file_identity(path)
+    key = cache_key("clips", input=identity, video_id=vid, options=options.clips)
+    result = cache.load_json(key)
+    if result is None:
+      result = _cut_clips(path, vid, options.clips, cache.path(key, ""))
+      cache.save_json(key, {**result, "input": identity})
     if result["error"]:
       report.drop_video(vid, "clips", result["error"], path)
       continue
@@ -154,80 +174,85 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
     for c in result["kept"]:
       report.keep_clip(vid, c["clip_id"], "clips", {"video_frames": c["frames"], "fps": c["fps"],
                                                     "video_size": result["size"], "video_fps": result["fps"]})
-      clip_ids.append((vid, c["clip_id"]))
-  timing["clips"] = time.time() - t0
+      refs.append(_ClipRef(vid, c["clip_id"], cache_key("clip", clips=key, clip_id=c["clip_id"]),
+                           cache.path(key, "") / f"{c['clip_id']}.npz", path.name))
+  return refs
 
-  def load_clip(clip_id):
-    with np.load(work / "clips" / f"{clip_id}.npz") as z:
-      return {k: z[k] for k in z.files}
 
-  # ------------------------------------------------------------------------------ 2. dynamic-video selection
-  t0 = time.time()
+# ------------------------------------------------------------------------------------ 2. dynamic-video selection
+def _motion_reason(m: dict, options: CurateOptions) -> str:
+  """Why stage 2 drops a clip with measurements `m` under the current thresholds ("" when it is kept)."""
+  if m["camera_motion_px"] < options.min_camera_motion:
+    return f"static camera (background flow {m['camera_motion_px']:.2f} px/frame < {options.min_camera_motion})"
+  if m["foreground_fraction"] > options.max_foreground:
+    return f"moving objects cover {m['foreground_fraction']:.0%} of the frame (> {options.max_foreground:.0%})"
+  return ""
+
+
+def _stage_motion(refs: list[_ClipRef], cache: StageCache, options: CurateOptions, report: Report,
+                  progress: bool) -> list[_ClipRef]:
   dynamic = []
-  for vid, cid in _progress(clip_ids, "2/6 motion", progress):
-    cache = work / "motion" / f"{cid}.json"
-    if not cache.is_file():
-      frames = load_clip(cid)["frames"]
+  for ref in _progress(refs, "2/6 motion", progress):
+    key = cache_key("motion", clip=ref.key)
+    m = cache.load_json(key)
+    if m is None:
+      frames = load_npz(ref.path)["frames"]
       flow = motion.optical_flow(frames)
       mask = motion.foreground_mask(frames, flow)
-      score = motion.camera_movement_score(frames, flow, mask)
-      fg = float(mask.mean())
-      reason = ""
-      if score < options.min_camera_motion:
-        reason = f"static camera (background flow {score:.2f} px/frame < {options.min_camera_motion})"
-      elif fg > options.max_foreground:
-        reason = f"moving objects cover {fg:.0%} of the frame (> {options.max_foreground:.0%})"
-      _save_json(cache, {"camera_motion_px": score, "foreground_fraction": fg, "reason": reason})
-    m = _load_json(cache)
+      m = {"camera_motion_px": motion.camera_movement_score(frames, flow, mask),
+           "foreground_fraction": float(mask.mean())}
+      cache.save_json(key, m)
     stats = {"camera_motion_px": m["camera_motion_px"], "foreground_fraction": m["foreground_fraction"]}
-    if m["reason"]:
-      report.drop_clip(vid, cid, "motion", m["reason"], stats)
+    reason = _motion_reason(m, options)
+    if reason:
+      report.drop_clip(ref.video_id, ref.clip_id, "motion", reason, stats)
     else:
-      report.keep_clip(vid, cid, "motion", stats)
-      dynamic.append((vid, cid))
-  timing["motion"] = time.time() - t0
+      report.keep_clip(ref.video_id, ref.clip_id, "motion", stats)
+      dynamic.append(ref)
+  return dynamic
 
-  # ------------------------------------------------------------------------------------ 3. camera estimation
-  t0 = time.time()
+
+# -------------------------------------------------------------------------------------------- 3. camera estimation
+def _stage_poses(dynamic: list[_ClipRef], cache: StageCache, options: CurateOptions, intrinsics: dict | None,
+                 report: Report, progress: bool) -> list[tuple[_ClipRef, str, dict]]:
   posed = []
-  for vid, cid in _progress(dynamic, "3/6 poses", progress):
-    cache = work / "poses" / f"{cid}.npz"
-    if not cache.is_file():
-      clip = load_clip(cid)
-      frames = clip["frames"]
-      H, W = frames.shape[1:3]
-      if intrinsics and vid in intrinsics:
-        sx, sy = clip["scale_xy"]
-        K = np.diag([sx, sy, 1.0]) @ np.asarray(intrinsics[vid], np.float64)
-      else:
-        K = _intrinsics(options.fov_deg, H, W)
-      r = poses.estimate_clip_cameras(frames, K, options.poses)
-      arrays = {"kept": r.kept, "reason": r.reason, "frame_indices": r.frame_indices, "registered": r.registered,
-                "reprojection_error": r.reprojection_error}
+  for ref in _progress(dynamic, "3/6 poses", progress):
+    known = intrinsics.get(ref.video_id) if intrinsics else None
+    known = None if known is None else np.asarray(known, np.float64)
+    key = cache_key("poses", clip=ref.key, options=options.poses, fov_deg=options.fov_deg, K=known)
+    p = cache.load_npz(key)
+    if p is None:
+      clip = load_npz(ref.path)
+      H, W = clip["frames"].shape[1:3]
+      K = np.diag([*clip["scale_xy"], 1.0]) @ known if known is not None else _intrinsics(options.fov_deg, H, W)
+      r = poses.estimate_clip_cameras(clip["frames"], K, options.poses)
+      p = {"kept": r.kept, "reason": r.reason, "frame_indices": r.frame_indices, "registered": r.registered,
+           "reprojection_error": r.reprojection_error}
       if r.cameras is not None:
-        arrays.update(w2c=r.cameras.w2c, K=r.cameras.K)
-      _save_npz(cache, **arrays)
-    with np.load(cache) as z:
-      p = {k: z[k] for k in z.files}
+        p.update(w2c=r.cameras.w2c, K=r.cameras.K)
+      cache.save_npz(key, **p)
+      p = cache.load_npz(key)
     stats = {"registered": float(p["registered"]), "reprojection_error_px": float(p["reprojection_error"]),
              "num_frames": int(len(p["frame_indices"]))}
     if bool(p["kept"]):
-      report.keep_clip(vid, cid, "poses", stats)
-      posed.append((vid, cid, p))
+      report.keep_clip(ref.video_id, ref.clip_id, "poses", stats)
+      posed.append((ref, key, p))
     else:
-      report.drop_clip(vid, cid, "poses", str(p["reason"]), stats)
-  timing["poses"] = time.time() - t0
+      report.drop_clip(ref.video_id, ref.clip_id, "poses", str(p["reason"]), stats)
+  return posed
 
-  # ---------------------------------------------------------------------------------- 4. scale calibration
-  t0 = time.time()
+
+# ------------------------------------------------------------------------------------------ 4. scale calibration
+def _stage_scale(posed: list, cache: StageCache, options: CurateOptions, depth: scale.DepthSource | None,
+                 report: Report, progress: bool) -> list[dict]:
   calibrated = []
-  for vid, cid, p in _progress(posed, "4/6 scale", progress):
-    clip = load_clip(cid)
+  for ref, pose_key, p in _progress(posed, "4/6 scale", progress):
+    vid, cid = ref.video_id, ref.clip_id
+    clip = load_npz(ref.path)
     idx = p["frame_indices"]
     frames = clip["frames"][idx]
     H, W = frames.shape[1:3]
     cams = g.Cameras(K=p["K"], w2c=p["w2c"], height=H, width=W)
-    cache = work / "scale" / f"{cid}.json"
     metric_depth = None
     if depth is not None:
       try:
@@ -235,17 +260,14 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
       except CurationError as e:
         report.drop_clip(vid, cid, "scale", f"depth source failed: {e}")
         continue
-    if not cache.is_file():
-      if metric_depth is None:
-        result = {"scale": None, "reason": "", "note": "no metric depth for this video: SfM scale kept"}
-      else:
-        try:
-          result = {**scale.calibrate_clip(frames, cams, metric_depth, num_keyframes=options.num_keyframes).stats(),
-                    "reason": ""}
-        except CurationError as e:
-          result = {"scale": None, "reason": f"scale calibration failed: {e}"}
-      _save_json(cache, result)
-    s = _load_json(cache)
+    if metric_depth is not None:
+      metric_depth = np.asarray(metric_depth, np.float32)
+    key = cache_key("scale", poses=pose_key, num_keyframes=options.num_keyframes,
+                    depth=None if metric_depth is None else array_digest(metric_depth))
+    s = cache.load_json(key)
+    if s is None:
+      s = _calibrate(frames, cams, metric_depth, options)
+      cache.save_json(key, s)
     if s["reason"]:
       report.drop_clip(vid, cid, "scale", s["reason"], s)
       continue
@@ -253,64 +275,90 @@ def run(videos_dir, out_dir, options: CurateOptions = CurateOptions(), *, depth:
     factor = s["scale"]
     if factor is not None:
       cams = cams.scale_translation(factor)
-    calibrated.append({"video_id": vid, "clip_id": cid, "frames": frames, "cameras": cams, "fps": float(clip["fps"]),
-                       "metric_scale": float("nan") if factor is None else float(factor),
-                       "depth": None if metric_depth is None else np.asarray(metric_depth, np.float32),
+    calibrated.append({"video_id": vid, "clip_id": cid, "video_name": ref.video_name, "frames": frames,
+                       "cameras": cams, "fps": float(clip["fps"]),
+                       "metric_scale": float("nan") if factor is None else float(factor), "depth": metric_depth,
                        "video_frames": clip["frame_indices"][idx]})
-  timing["scale"] = time.time() - t0
+  return calibrated
 
-  # ------------------------------------------------------------------------------- 5. trajectory balancing
-  t0 = time.time()
-  selected = calibrated
-  if options.balance and calibrated:
-    for _ in _progress([0], "5/6 balance", progress):
-      result = balance_lib.balance_trajectories([c["cameras"] for c in calibrated], options.balance_target,
-                                                min_translation=options.min_translation)
-    keep = set(result.keep.tolist())
-    selected = []
-    for i, c in enumerate(calibrated):
-      a = result.analyses[i]
-      stats = {"category": "/".join(a.category), "importance": a.importance}
-      if i in keep:
-        report.keep_clip(c["video_id"], c["clip_id"], "balance", stats)
-        selected.append(c)
-      else:
-        report.drop_clip(c["video_id"], c["clip_id"], "balance", f"pruned: category {'/'.join(a.category)} is "
-                         f"over-represented and this trajectory's importance ({a.importance:.2f}) is among the "
-                         "lowest", stats)
-    balance_lib.plot_histogram(result.before, result.after, out_dir / "balance.png")
-    report.data["balance"] = {"before": result.before, "after": result.after,
-                              "uniformity_before": balance_lib.uniformity(result.before),
-                              "uniformity_after": balance_lib.uniformity(result.after), "histogram": "balance.png"}
-  timing["balance"] = time.time() - t0
 
-  # ------------------------------------------------------------------------------------------ 6. shards
-  t0 = time.time()
+def _calibrate(frames: np.ndarray, cams: g.Cameras, metric_depth: np.ndarray | None, options: CurateOptions) -> dict:
+  if metric_depth is None:
+    return {"scale": None, "reason": "", "note": "no metric depth for this video: SfM scale kept"}
+  try:
+    return {**scale.calibrate_clip(frames, cams, metric_depth, num_keyframes=options.num_keyframes).stats(),
+            "reason": ""}
+  except CurationError as e:
+    return {"scale": None, "reason": f"scale calibration failed: {e}"}
+
+
+# --------------------------------------------------------------------------------------- 5. trajectory balancing
+def _stage_balance(calibrated: list[dict], out_dir: Path, options: CurateOptions, report: Report,
+                   progress: bool) -> list[dict]:
+  """Prunes over-represented trajectory categories; writes `balance.png`, or removes a stale one when not run."""
+  png = out_dir / "balance.png"
+  if not (options.balance and calibrated):
+    png.unlink(missing_ok=True)
+    return calibrated
+  for _ in _progress([0], "5/6 balance", progress):
+    result = balance_lib.balance_trajectories([c["cameras"] for c in calibrated], options.balance_target,
+                                              min_translation=options.min_translation)
+  keep = set(result.keep.tolist())
+  selected = []
+  for i, c in enumerate(calibrated):
+    a = result.analyses[i]
+    stats = {"category": "/".join(a.category), "importance": a.importance}
+    if i in keep:
+      report.keep_clip(c["video_id"], c["clip_id"], "balance", stats)
+      selected.append(c)
+    else:
+      report.drop_clip(c["video_id"], c["clip_id"], "balance", f"pruned: category {'/'.join(a.category)} is "
+                       f"over-represented and this trajectory's importance ({a.importance:.2f}) is among the lowest",
+                       stats)
+  balance_lib.plot_histogram(result.before, result.after, png)
+  report.data["balance"] = {"before": result.before, "after": result.after,
+                            "uniformity_before": balance_lib.uniformity(result.before),
+                            "uniformity_after": balance_lib.uniformity(result.after), "histogram": png.name}
+  return selected
+
+
+# ----------------------------------------------------------------------------------------------------- 6. shards
+def _stage_shards(selected: list[dict], out_dir: Path, description: str, report: Report, progress: bool) -> None:
+  """Writes the shards to `shards.tmp` and swaps them in for `shards`; removes stale shards when no clip is kept."""
   records = []
   for c in _progress(selected, "6/6 shards", progress):
-    records.append(clip_record(c, paths))
+    records.append(clip_record(c))
     report.keep_clip(c["video_id"], c["clip_id"], "shards", {"num_frames": len(c["frames"])})
-  if records:
-    tmp, final = out_dir / "shards.tmp", out_dir / "shards"
-    shutil.rmtree(tmp, ignore_errors=True)
-    from camjax.data.shards import write_shards
+  final = out_dir / "shards"
+  if not records:
+    _replace_dir(None, final)
+    return
+  from camjax.data.shards import write_shards
 
-    ds = write_shards(records, tmp, description=f"camjax curation of {videos_dir}")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    report.data["output"] = {"shards": str(final), "dataset": str(final / ds.relative_to(tmp)),
-                             "num_clips": len(records)}
-  timing["shards"] = time.time() - t0
-  report.finish_videos()
-  report.write(out_dir)
-  return report
+  tmp = out_dir / "shards.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  ds = write_shards(records, tmp, description=description)
+  _replace_dir(tmp, final)
+  report.data["output"] = {"shards": str(final), "dataset": str(final / ds.relative_to(tmp)), "num_clips": len(records)}
 
 
-def clip_record(c: dict, paths):
+def _replace_dir(new: Path | None, final: Path) -> None:
+  """Renames the complete folder `new` to `final` (None: removes `final`); the previous `final` is first renamed
+  aside, so `final` is never a mix of old and new."""
+  old = final.with_name(final.name + ".old")
+  shutil.rmtree(old, ignore_errors=True)
+  if final.exists():
+    final.rename(old)
+  if new is not None:
+    new.rename(final)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def clip_record(c: dict):
   """The `ClipRecord` of a curated clip (provenance: source = "curate:<video file>", scene_id = video id)."""
   from camjax.data.records import ClipRecord
 
-  name = next((p.name for p in paths if clips_lib.video_id_of(p) == c["video_id"]), c["video_id"])
+  name = c.get("video_name") or c["video_id"]
   cams = c["cameras"]
   return ClipRecord(clip_id=c["clip_id"], K=cams.K, w2c=cams.w2c, height=cams.height, width=cams.width,
                     frames=c["frames"], fps=c["fps"], caption="", has_camera=True, depth=c["depth"],
