@@ -5,6 +5,7 @@
     run.extend("dolly_in:1.0")                   # a preset, a pose file, or Cameras, relative to where the camera is
     run.extend("orbit_right", cond_frames=5)     # clip i+1 sees the last 5 frames of clip i as clean tokens
     run.save("explore_out")                      # exploration.mp4, clip_<i>.mp4, trajectory.png, cameras.json
+                                                 # (written into a temporary folder beside it, renamed when complete)
 
     python -m camjax.explore --workdir runs/cameractrl2-default --trajectory pan_left --trajectory dolly_in \\
         --trajectory orbit_right --out explore_out [--image first.png | --caption "..."] [--reference clip] [--evaluate]
@@ -24,6 +25,10 @@ import dataclasses
 import functools
 import json
 import os
+import re
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -34,13 +39,16 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from camjax import sharding, train
 from camjax.errors import CamjaxError
 from camjax.geometry import trajectories
-from camjax.geometry.cameras import Cameras, intrinsics
+from camjax.geometry.cameras import Cameras, intrinsics, validate_poses
 
 REFERENCES = ("global", "clip")
+# What `Exploration.save` writes; an existing output folder holding anything else is not replaced.
+_OUTPUT_FILES = re.compile(r"exploration\.mp4|clip_\d+\.mp4|trajectory\.png|cameras\.json|evaluation\.json")
 
 
 class ExplorationError(CamjaxError, ValueError):
-  """A bad exploration request: unknown trajectory, bad condition-frame count, image of the wrong size."""
+  """A bad exploration request: unknown trajectory, missing pose file, non-finite cameras, bad condition-frame
+  count, unreadable image, missing checkpoint step, an output folder holding other files."""
 
 
 @dataclasses.dataclass
@@ -75,17 +83,23 @@ class Explorer:
       procedural scenes' camera).
     reference: "global" or "clip" (module docstring).
     seed: sampling seed (clip i uses `seed + i`).
+    model: a `train.Model` already built for `config` (the main job's, at the end of a run); default: one built
+      here for sampling only (no optimiser state).
   """
 
-  def __init__(self, config, params, *, mesh=None, K=None, reference: str = "global", seed: int = 0):
+  def __init__(self, config, params, *, mesh=None, K=None, reference: str = "global", seed: int = 0,
+               model: train.Model | None = None):
     if reference not in REFERENCES:
       raise ExplorationError(f"reference must be one of {REFERENCES}, got {reference!r}")
     self.config = train.training_phases(config)[-1].config
     self.mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
     d = self.config.data
     self.num_frames, self.height, self.width = int(d.num_frames), int(d.height), int(d.width)
-    with sharding.use_mesh(self.mesh):
-      self.model = train.build_model(self.config, self.mesh)
+    if model is None:
+      with sharding.use_mesh(self.mesh):
+        model = train.build_model(self.config, self.mesh, with_optimizer=False)
+    # The last phase's window: the statics the sampler closes over carry its config.
+    self.model = dataclasses.replace(model, static=dataclasses.replace(model.static, config=self.config))
     if not getattr(self.model.autoencoder, "can_decode", True):
       raise ExplorationError("exploration needs an autoencoder that decodes (records with precomputed latents "
                              "cannot be continued from generated frames)")
@@ -107,13 +121,19 @@ class Explorer:
     """The latest (or `step`) checkpoint of a main-job workdir (its `config.json` rebuilds the model).
 
     Raises:
-      ExplorationError: no `config.json` in `workdir`.
-      TrainingError: no checkpoint.
+      ExplorationError: no `config.json` in `workdir`, no checkpoint, or none at `step` (the message lists the
+        steps there are).
     """
     import ml_collections  # pylint: disable=import-outside-toplevel
     path = Path(workdir) / "config.json"
     if not path.exists():
       raise ExplorationError(f"{path} not found: point --workdir at a `python -m camjax.main` run")
+    steps = checkpoint_steps(workdir)
+    if not steps:
+      raise ExplorationError(f"no checkpoint in {Path(workdir) / 'checkpoints'}: train first")
+    if step is not None and step not in steps:
+      raise ExplorationError(f"no checkpoint for step {step} (--step) in {Path(workdir) / 'checkpoints'}; "
+                             f"available steps: {', '.join(map(str, steps))}")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     config.model.pretrained = ""  # the checkpoint holds every weight
     explorer = cls(config, None, **kwargs)
@@ -127,31 +147,48 @@ class Explorer:
     """`Cameras [num_frames]` relative to their frame 0 from a preset name / composition, a pose file (RealEstate10K
     `.txt`, NeRF `transforms.json`, TUM / KITTI by extension), or `Cameras` (resampled when the count differs).
 
+    A string with a path separator or a file extension (`poses.txt`, `run/transforms.json`) is a pose file; any
+    other string that is not an existing file is a preset.
+
     Raises:
-      ExplorationError: unknown preset or unreadable file.
+      ExplorationError: unknown preset, non-finite magnitude, pose file not found or unreadable, invalid (NaN,
+        infinite, non-rigid) poses or intrinsics.
     """
-    from camjax.geometry import formats  # pylint: disable=import-outside-toplevel
     from camjax.geometry.errors import CameraError  # pylint: disable=import-outside-toplevel
+    label = _label(spec)
     try:
+      path = pose_file(spec)
       if isinstance(spec, Cameras):
         cams = spec.numpy()
-      elif isinstance(spec, (str, os.PathLike)) and Path(spec).is_file():
-        path = Path(spec)
-        if path.suffix == ".json":
-          cams = formats.read_nerf_transforms(path)
-        elif path.suffix == ".tum":
-          cams = formats.read_tum(path, K=self.K, image_size=(self.height, self.width))
-        elif path.suffix == ".kitti":
-          cams = formats.read_kitti(path, K=self.K, image_size=(self.height, self.width))
-        else:
-          cams = formats.read_re10k(path, image_size=(self.height, self.width))
+      elif path is not None:
+        cams = self._read_pose_file(path)
       else:
-        return trajectories.preset(str(spec), num_frames, height=self.height, width=self.width, K=self.K)
+        cams = trajectories.preset(str(spec), num_frames, height=self.height, width=self.width, K=self.K)
+      validate_poses(cams.w2c, cams.K, source=path)  # NaN / inf poses or intrinsics, named by frame
+      if path is None and not isinstance(spec, Cameras):
+        return cams
       cams = cams.resize(self.height, self.width) if (cams.height, cams.width) != (self.height, self.width) else cams
       cams = cams.relative(0)
       return cams if cams.num_frames == num_frames else trajectories.resample(cams, num_frames)
     except CameraError as e:
-      raise ExplorationError(f"trajectory {spec!r}: {e}") from None
+      raise ExplorationError(f"trajectory {label!r}: {e}") from None
+
+  def _read_pose_file(self, path: Path) -> Cameras:
+    """A pose file by extension (`.json` NeRF, `.tum`, `.kitti`, else RealEstate10K)."""
+    from camjax.geometry import formats  # pylint: disable=import-outside-toplevel
+    if path.suffix == ".json":
+      return formats.read_nerf_transforms(path)
+    if path.suffix == ".tum":
+      return formats.read_tum(path, K=self.K, image_size=(self.height, self.width))
+    if path.suffix == ".kitti":
+      return formats.read_kitti(path, K=self.K, image_size=(self.height, self.width))
+    return formats.read_re10k(path, image_size=(self.height, self.width))
+
+  def check_cond_frames(self, cond_frames: int) -> None:
+    """Raises ExplorationError unless `cond_frames` is `1 + k * temporal_factor` and below the window."""
+    tf, T = self.temporal_factor, self.num_frames
+    if cond_frames < 1 or (cond_frames - 1) % tf or cond_frames >= T:
+      raise ExplorationError(f"cond_frames must be 1 + {tf}k and below the {T}-frame window, got {cond_frames}")
 
   # ------------------------------------------------------------------------------------------------ generation
   def generate_window(self, frames: np.ndarray, cameras: Cameras, num_cond: int, caption: str, seed: int,
@@ -220,8 +257,7 @@ class Exploration:
     """
     ex = self.explorer
     tf, T = ex.temporal_factor, ex.num_frames
-    if cond_frames < 1 or (cond_frames - 1) % tf or cond_frames >= T:
-      raise ExplorationError(f"cond_frames must be 1 + {tf}k and below the {T}-frame window, got {cond_frames}")
+    ex.check_cond_frames(cond_frames)
     new = T - cond_frames
     rel = ex.trajectory(trajectory, new + 1)
     so_far = self.cameras
@@ -250,24 +286,34 @@ class Exploration:
 
   def save(self, out_dir, fps: float = 8.0, evaluation: dict | None = None) -> Path:
     """Writes `exploration.mp4`, `clip_<i>.mp4` (each window), `trajectory.png`, `cameras.json` (and
-    `evaluation.json` when given), each file atomically."""
+    `evaluation.json` when given) into `out_dir`, all or nothing: the files go into a temporary folder beside
+    `out_dir`, renamed to `out_dir` once complete (a previous exploration there is replaced whole).
+
+    Raises:
+      ExplorationError: `out_dir` exists and holds files an exploration does not write.
+    """
+    out = Path(out_dir).resolve()  # `.` or `runs/x/` name a folder with a parent to write beside
+    check_out_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+      self._write(tmp, fps, evaluation)
+      _swap_in(tmp, out)
+    except BaseException:
+      shutil.rmtree(tmp, ignore_errors=True)
+      raise
+    return Path(out_dir)
+
+  def _write(self, out: Path, fps: float, evaluation: dict | None) -> None:
+    """Writes every output file into the (temporary) folder `out`."""
     import mediapy  # pylint: disable=import-outside-toplevel
 
     from camjax import media  # pylint: disable=import-outside-toplevel
     from camjax.geometry.plot import plot_trajectories  # pylint: disable=import-outside-toplevel
-    from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
     media._setup_ffmpeg()  # pylint: disable=protected-access
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def write_video(name, video):
-      tmp = out / f".{name}.tmp.mp4"
-      mediapy.write_video(tmp, video, fps=fps)
-      os.replace(tmp, out / name)
-
-    write_video("exploration.mp4", self.video)
+    mediapy.write_video(out / "exploration.mp4", self.video, fps=fps)
     for i, clip in enumerate(self.clips):
-      write_video(f"clip_{i}.mp4", clip.window)
+      mediapy.write_video(out / f"clip_{i}.mp4", clip.window, fps=fps)
     plot_trajectories({f"clip {i}: {c.trajectory}": c.cameras for i, c in enumerate(self.clips)},
                       out / "trajectory.png", title="exploration (global frame)")
     cams = self.cameras
@@ -275,17 +321,107 @@ class Exploration:
                   caption=self.caption, K=self.explorer.K.tolist(), w2c=cams.w2c.tolist(),
                   clips=[dict(trajectory=c.trajectory, cond_frames=c.cond_frames, w2c=c.cameras.w2c.tolist())
                          for c in self.clips])
-    with atomic_write(out / "cameras.json") as f:
-      json.dump(record, f)
+    (out / "cameras.json").write_text(json.dumps(record))
     if evaluation is not None:
       from camjax.eval.report import jsonable  # pylint: disable=import-outside-toplevel
-      with atomic_write(out / "evaluation.json") as f:
-        json.dump(jsonable(evaluation), f, indent=2)  # NaN (no SfM) -> null
-    return out
+      (out / "evaluation.json").write_text(json.dumps(jsonable(evaluation), indent=2))  # NaN (no SfM) -> null
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  """The steps of the finished checkpoints in `<workdir>/checkpoints` (orbax step folders), ascending."""
+  d = Path(workdir) / "checkpoints"
+  if not d.is_dir():
+    return []
+  return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def check_out_dir(out: Path) -> None:
+  """Raises ExplorationError when `out` exists and is not a folder an exploration wrote (so replacing it would
+  lose other files)."""
+  if not out.exists():
+    return
+  if not out.is_dir():
+    raise ExplorationError(f"output folder {out} (--out) exists and is not a folder")
+  foreign = sorted(p.name for p in out.iterdir() if not _OUTPUT_FILES.fullmatch(p.name))
+  if foreign:
+    shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+    raise ExplorationError(f"output folder {out} (--out) holds files an exploration does not write ({shown}): "
+                           "choose a new or empty folder")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+  """Renames the complete folder `tmp` to `out`; a previous `out` is moved aside first and then deleted."""
+  if not out.exists():
+    os.replace(tmp, out)
+    return
+  old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+  os.replace(out, old)
+  os.replace(tmp, out)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def pose_file(spec) -> Path | None:
+  """The pose file a trajectory argument names, or None for a preset (or `Cameras`).
+
+  A path-like object, an existing file, or a string with a path separator or a file extension is a pose file.
+
+  Raises:
+    ExplorationError: it names a pose file that does not exist (or is a folder).
+  """
+  if not isinstance(spec, (str, os.PathLike)):
+    return None
+  path = Path(spec)
+  if path.is_file():
+    return path
+  if not isinstance(spec, os.PathLike) and not _looks_like_path(spec):
+    return None
+  if path.exists():
+    raise ExplorationError(f"trajectory file {path} is not a file")
+  raise ExplorationError(f"trajectory file {path} not found (an argument with a path separator or a file "
+                         "extension is read as a pose file, not a preset)")
+
+
+def check_trajectory(spec: str) -> None:
+  """Checks a trajectory argument without a model: a pose file exists, a preset parses with finite magnitudes
+  (`Explorer.trajectory` reads the pose file).
+
+  Raises:
+    ExplorationError: the file is missing, or the preset is unknown or has a bad magnitude.
+  """
+  from camjax.geometry.errors import CameraError  # pylint: disable=import-outside-toplevel
+  if pose_file(spec) is None:
+    try:
+      trajectories.preset(str(spec), 2)
+    except CameraError as e:
+      raise ExplorationError(f"trajectory {spec!r}: {e}") from None
+
+
+def _looks_like_path(spec: str) -> bool:
+  """A trajectory argument meant as a file: a path separator or a file extension (a preset magnitude such as
+  `dolly_in:0.5` is not one)."""
+  seps = [s for s in (os.sep, os.altsep, "/") if s]
+  return any(s in spec for s in seps) or re.search(r"\.[A-Za-z][A-Za-z0-9]*$", spec) is not None
 
 
 def _label(trajectory) -> str:
   return "cameras" if isinstance(trajectory, Cameras) else str(trajectory)
+
+
+def read_image(path) -> np.ndarray:
+  """An image file as `uint8 [H, W, 3]` (grey, palette and alpha images converted to RGB).
+
+  Raises:
+    ExplorationError: the file is missing or is not an image.
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  path = Path(path)
+  if not path.is_file():
+    raise ExplorationError(f"--image {path}: " + ("not a file" if path.exists() else "file not found"))
+  try:
+    with Image.open(path) as im:
+      return np.asarray(im.convert("RGB"), np.uint8)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise ExplorationError(f"--image {path}: not a readable image ({e})") from None
 
 
 def _fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -297,30 +433,43 @@ def _fit_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return resize_frames(image[None], rh, rw)[0, top:top + height, left:left + width]
 
 
+def _flag(flag: str, fn, *args):
+  """`fn(*args)`, with the command-line flag the bad value came from prepended to an ExplorationError."""
+  try:
+    return fn(*args)
+  except ExplorationError as e:
+    raise ExplorationError(f"{flag}: {e}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   import argparse  # pylint: disable=import-outside-toplevel
   import sys  # pylint: disable=import-outside-toplevel
   p = argparse.ArgumentParser(prog="python -m camjax.explore", description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="a `python -m camjax.main` workdir (config.json + checkpoints)")
   p.add_argument("--trajectory", action="append", required=True,
-                 help="one per clip: preset (e.g. pan_left, 'dolly_in:1+pan_left:10'), or a pose file")
+                 help="one per clip: preset (e.g. pan_left, 'dolly_in:1+pan_left:10'), or a pose file (any "
+                 "argument with a path separator or an extension: .txt RealEstate10K, .json NeRF, .tum, .kitti)")
   p.add_argument("--out", required=True)
   p.add_argument("--image", help="first frame (I2V); default: the first frame of a held-out procedural scene")
   p.add_argument("--t2v", action="store_true", help="no first frame (text-to-video)")
   p.add_argument("--caption", default="")
   p.add_argument("--cond_frames", type=int, default=5)
   p.add_argument("--reference", choices=REFERENCES, default="global")
-  p.add_argument("--step", type=int, default=None)
+  p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--evaluate", action="store_true", help="camera error per clip + appearance consistency")
   args = p.parse_args(argv)
   try:
+    check_out_dir(Path(args.out))  # every input is checked before anything is generated
+    image, caption = (read_image(args.image) if args.image else None), args.caption
+    for spec in args.trajectory:  # presets and file names before a model is loaded, pose files after
+      _flag("--trajectory", check_trajectory, spec)
     explorer = Explorer.from_workdir(args.workdir, args.step, reference=args.reference, seed=args.seed)
-    image, caption = None, args.caption
-    if args.image:
-      import mediapy  # pylint: disable=import-outside-toplevel
-      image = np.asarray(mediapy.read_image(args.image))[..., :3].astype(np.uint8)
-    elif not args.t2v:
+    for spec in args.trajectory:
+      _flag("--trajectory", explorer.trajectory, spec, explorer.num_frames)
+    if len(args.trajectory) > 1:
+      _flag("--cond_frames", explorer.check_cond_frames, args.cond_frames)
+    if image is None and not args.t2v:
       from camjax.data.synthetic import render_scene  # pylint: disable=import-outside-toplevel
       scene = render_scene(10_000_000 + args.seed, num_frames=1, height=explorer.height, width=explorer.width,
                            num_tracks=0)[0]

@@ -3,6 +3,8 @@ phase 2 continuing a phase-1 run, and the clip-by-clip exploration API / CLI."""
 
 import importlib.util
 import json
+import re
+import types
 from pathlib import Path
 
 import jax
@@ -16,6 +18,7 @@ from camjax.data.pipeline import make_pipeline
 from camjax.data.synthetic import SyntheticSource
 from camjax.diffusion import FlowMatching
 from camjax.geometry import trajectories
+from camjax.geometry.errors import CameraError
 from camjax.models import WanDiT, preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +130,9 @@ def test_exploration_extends_clips_in_one_global_frame(two_phase_run, tmp_path):
     run.extend("pan_left", cond_frames=4)
   with pytest.raises(explore.ExplorationError, match="unknown trajectory preset"):
     run.extend("fly_to_the_moon")
+  bad = rel.replace(w2c=np.where(np.arange(rel.num_frames)[:, None, None] == 2, np.nan, rel.w2c))
+  with pytest.raises(explore.ExplorationError, match="frame 2: non-finite"):
+    explorer.trajectory(bad, T)  # NaN cameras given directly are refused too
 
 
 def test_explore_cli_with_per_clip_reference(two_phase_run, tmp_path):
@@ -138,3 +144,87 @@ def test_explore_cli_with_per_clip_reference(two_phase_run, tmp_path):
   assert saved["reference"] == "clip" and [c["trajectory"] for c in saved["clips"]] == ["pan_right", "truck_left",
                                                                                       "tilt_up"]
   assert explore.main(["--workdir", str(tmp_path), "--trajectory", "pan_left", "--out", str(tmp_path / "x")]) == 2
+
+
+def _cli(workdir, tmp_path, *args, trajectories=("pan_right",)):
+  argv = ["--workdir", str(workdir), "--out", str(tmp_path / "out"), *args]
+  for spec in trajectories:
+    argv += ["--trajectory", spec]
+  return explore.main(argv)
+
+
+@pytest.mark.parametrize("spec", ["pan_left:nan", "dolly_in:inf"])
+def test_explore_cli_rejects_non_finite_trajectories_before_writing(two_phase_run, tmp_path, capsys, spec):
+  assert _cli(two_phase_run[0], tmp_path, trajectories=("pan_right", spec)) == 2
+  err = capsys.readouterr().err
+  assert "--trajectory" in err and repr(spec) in err and "non-finite magnitude" in err
+  assert list(tmp_path.iterdir()) == []  # nothing generated, nothing written
+
+
+def test_explore_cli_names_a_missing_trajectory_file(two_phase_run, tmp_path, capsys):
+  for spec in ("missing_file.txt", str(tmp_path / "poses" / "cams")):
+    assert _cli(two_phase_run[0], tmp_path, trajectories=("pan_right", spec)) == 2
+    err = capsys.readouterr().err
+    assert f"trajectory file {spec} not found" in err and "unknown" not in err
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_explore_cli_names_a_bad_image(two_phase_run, tmp_path, capsys):
+  missing, text = tmp_path / "missing.png", tmp_path / "notes.png"
+  text.write_text("not an image")
+  assert _cli(two_phase_run[0], tmp_path, "--image", str(missing)) == 2
+  assert f"--image {missing}: file not found" in capsys.readouterr().err
+  assert _cli(two_phase_run[0], tmp_path, "--image", str(text)) == 2
+  assert f"--image {text}: not a readable image" in capsys.readouterr().err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.png"]
+
+
+def test_explore_cli_lists_the_checkpoint_steps_there_are(two_phase_run, tmp_path, capsys):
+  workdir, summary = two_phase_run
+  assert _cli(workdir, tmp_path, "--step", "99") == 2
+  err = capsys.readouterr().err
+  assert "step 99 (--step)" in err and re.search(rf"available steps: .*\b{summary.end_step}\b", err)
+
+
+def _stub_exploration(num_clips=2, T=3, H=8, W=8):
+  """An Exploration of random frames along a preset, without a model (enough for `save`)."""
+  cams = trajectories.preset("pan_left", T, height=H, width=W)
+  stub = types.SimpleNamespace(reference="global", height=H, width=W, K=np.asarray(cams.K[0]))
+  frames = np.random.default_rng(0).integers(0, 255, (T, H, W, 3), dtype=np.uint8)
+  clips = [explore.Clip(frames, cams, 1 if i else 0, "pan_left") for i in range(num_clips)]
+  return explore.Exploration(stub, "a room", clips)
+
+
+def test_save_is_all_or_nothing(tmp_path, monkeypatch):
+  out = tmp_path / "out"
+  run = _stub_exploration()
+  from camjax.geometry import plot
+
+  def broken_plot(*args, **kwargs):
+    raise RuntimeError("matplotlib failed")
+
+  with monkeypatch.context() as m:  # a failure after the videos are written leaves no folder, no temp files
+    m.setattr(plot, "plot_trajectories", broken_plot)
+    with pytest.raises(RuntimeError, match="matplotlib"):
+      run.save(out)
+  assert list(tmp_path.iterdir()) == []
+
+  run.save(out)
+  assert sorted(p.name for p in out.iterdir()) == ["cameras.json", "clip_0.mp4", "clip_1.mp4", "exploration.mp4",
+                                                   "trajectory.png"]
+  _stub_exploration(num_clips=1).save(out)  # a previous exploration is replaced whole
+  assert not (out / "clip_1.mp4").exists() and len(json.loads((out / "cameras.json").read_text())["clips"]) == 1
+  assert [p.name for p in tmp_path.iterdir()] == ["out"]
+  (out / "notes.txt").write_text("mine")
+  with pytest.raises(explore.ExplorationError, match="notes.txt"):
+    run.save(out)  # a folder holding other files is not replaced
+  assert (out / "notes.txt").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_presets_refuse_non_finite_magnitudes():
+  for spec in ("pan_left:nan", "dolly_in:inf", "pan_left:10+dolly_in:-inf"):
+    with pytest.raises(explore.ExplorationError, match=f"non-finite magnitude .* in preset {re.escape(repr(spec))}"):
+      explore.check_trajectory(spec)
+  with pytest.raises(CameraError, match="finite number"):
+    trajectories.preset("pan_left", 5, magnitude=float("nan"))
+  assert explore.pose_file("dolly_in:0.5") is None and explore.pose_file("orbit_right+pan_left:1.5") is None

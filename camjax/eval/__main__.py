@@ -4,7 +4,8 @@
     python -m camjax.eval --videos DIR --cameras DIR [--out DIR]  # <stem>.mp4 with RealEstate10K <stem>.txt
     python -m camjax.eval --workdir W --following 8          # camera-conditioned vs null camera on 8 new scenes
 
-Writes report.md, metrics.json, frusta_*.png and strip_*.png into --out (default: <sample dir>/eval).
+Writes report.md, metrics.json, frusta_*.png and strip_*.png into --out (default: <sample dir>/eval). With --videos, a
+video without a camera file is listed as skipped (with the reason) in both files and on stdout.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
   except CamjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"{result['num_videos']} videos ({result['num_errors']} errors); report: {out}/report.md")
+  skipped = f", {result['num_skipped']} skipped" if result.get("num_skipped") else ""
+  print(f"{result['num_videos']} videos ({result['num_errors']} errors{skipped}); report: {out}/report.md")
   for k, v in result["aggregate"].items():
     print(f"  {k}: {v}")
   return 0

@@ -3,7 +3,8 @@
 Sample folder layout written by the main job (`<workdir>/samples/step_<N>/`), per sample `i`:
 `generated_<i>.mp4` (the generated video), `cameras_<i>.txt` (its conditioning cameras, RealEstate10K format),
 optional `ground_truth_<i>.mp4` and `caption_<i>.txt`. `evaluate_videos` takes any folder of mp4s plus a folder of
-RealEstate10K camera files with the same stems instead.
+RealEstate10K camera files with the same stems instead; a video without a camera file is listed as skipped (with the
+reason) in report.md and metrics.json.
 
 Every output file is written atomically into the out dir (default `<sample dir>/eval`).
 """
@@ -90,8 +91,11 @@ def find_samples(sample_dir) -> list[Sample]:
   return [s for _, _, s in sorted(found, key=lambda x: (x[0], x[1]))]
 
 
-def pair_videos(videos_dir, cameras_dir) -> list[Sample]:
+def pair_videos(videos_dir, cameras_dir) -> tuple[list[Sample], list[dict]]:
   """Samples for every `<stem>.mp4` of `videos_dir` with a camera file `<stem>.txt` in `cameras_dir`.
+
+  Returns:
+    `(samples, skipped)`: `skipped` has `{"name", "video", "reason"}` for each video without a camera file.
 
   Raises:
     EvalError: no video has a matching camera file (the message lists a few stems of each side).
@@ -99,13 +103,12 @@ def pair_videos(videos_dir, cameras_dir) -> list[Sample]:
   videos = sorted(Path(videos_dir).glob("*.mp4"))
   cams = {p.stem: p for p in Path(cameras_dir).glob("*.txt")}
   samples = [Sample(name=v.stem, video=v, cameras=cams[v.stem]) for v in videos if v.stem in cams]
-  missing = [v.stem for v in videos if v.stem not in cams]
-  if missing:
-    log.warning("%d videos without a camera file in %s, skipped: %s", len(missing), cameras_dir, missing[:5])
+  skipped = [{"name": v.stem, "video": str(v), "reason": f"no camera file {Path(cameras_dir) / (v.stem + '.txt')}"}
+             for v in videos if v.stem not in cams]
   if not samples:
     raise EvalError(f"no video of {videos_dir} ({[v.stem for v in videos[:3]]}...) has a camera file with the same "
                     f"stem in {cameras_dir} ({sorted(cams)[:3]}...)")
-  return samples
+  return samples, skipped
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -167,10 +170,13 @@ def evaluate_sample(sample: Sample, *, trials: int = 3, mapper: str = "global", 
 
 
 def evaluate_samples(samples: Sequence[Sample], out_dir, *, title: str = "camjax evaluation", log_fn=None,
-                     **opts) -> dict:
+                     skipped: Sequence[dict] = (), **opts) -> dict:
   """Evaluates `samples` (`evaluate_sample` options in `opts`), writes the report into `out_dir`, returns the
-  JSON-able result (`settings`, `aggregate`, `videos`). A sample that cannot be evaluated gets an `error` row."""
+  JSON-able result (`settings`, `aggregate`, `videos`, `skipped`). A sample that cannot be evaluated gets an `error`
+  row; `skipped` (`{"name", "video", "reason"}`, videos left out before evaluation) is reported as given."""
   log_fn = log_fn or log.info
+  for s in skipped:
+    log_fn(f"{s['name']}: skipped ({s['reason']})")
   rows = []
   for s in samples:
     t0 = time.time()
@@ -187,7 +193,8 @@ def evaluate_samples(samples: Sequence[Sample], out_dir, *, title: str = "camjax
     rows.append(row)
   settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
   result = {"title": title, "settings": settings, "aggregate": aggregate([r["metrics"] for r in rows]),
-            "num_videos": len(rows), "num_errors": sum("error" in r for r in rows), "videos": rows}
+            "num_videos": len(rows), "num_errors": sum("error" in r for r in rows), "videos": rows,
+            "num_skipped": len(skipped), "skipped": [dict(s) for s in skipped]}
   return write_report(out_dir, result)
 
 
@@ -226,8 +233,8 @@ def evaluate_videos(videos_dir, cameras_dir, out_dir=None, **opts) -> dict:
   original); pass `intrinsics="frames"` for files written by `write_re10k` at the videos' size."""
   opts.setdefault("intrinsics", "original")
   out = Path(out_dir) if out_dir else Path(videos_dir) / "eval"
-  return evaluate_samples(pair_videos(videos_dir, cameras_dir), out, title=f"camjax evaluation of {videos_dir}",
-                          **opts)
+  samples, skipped = pair_videos(videos_dir, cameras_dir)
+  return evaluate_samples(samples, out, title=f"camjax evaluation of {videos_dir}", skipped=skipped, **opts)
 
 
 # ---------------------------------------------------------------------------------------------- report files
@@ -269,6 +276,17 @@ def _fmt(v) -> str:
   return str(v)
 
 
+def table_cell(text, limit: int = 300) -> str:
+  """Free text (an error message, a name, a caption) as ONE markdown table cell: whitespace runs and newlines
+  collapsed to one space, cut to about `limit` characters keeping its start and its end (where an ffmpeg or SfM
+  message says what failed), `|` escaped."""
+  text = " ".join(str(text).split())
+  if len(text) > limit:
+    head = limit // 2
+    text = text[:head].rstrip() + " … " + text[len(text) - (limit - head - 3):].lstrip()
+  return text.replace("|", "\\|")
+
+
 def _safe(name: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
@@ -304,19 +322,23 @@ def write_report(out_dir, result: dict) -> dict:
   for k, v in result["aggregate"].items():
     lines.append(f"| {k} | {_fmt(v)} |")
   present = [(k, h) for k, h in TABLE_COLUMNS if any(k in r["metrics"] for r in result["videos"])]
-  lines += ["", "## Per video", "", "| video | " + " | ".join(h for _, h in present) + " |",
-            "|---" * (len(present) + 1) + "|"]
+  headers = [h for _, h in present] or ["result"]  # an error needs a cell even when no video has a metric
+  lines += ["", "## Per video", "", "| video | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
   for r in result["videos"]:
     if "error" in r:
-      lines.append(f"| {r['name']} | error: {r['error']} |" + " |" * max(len(present) - 1, 0))
+      lines.append(f"| {table_cell(r['name'])} | error: {table_cell(r['error'])} |" + " |" * (len(headers) - 1))
     else:
-      lines.append(f"| {r['name']} | " + " | ".join(_fmt(r["metrics"].get(k)) for k, _ in present) + " |")
+      lines.append(f"| {table_cell(r['name'])} | " + " | ".join(_fmt(r["metrics"].get(k)) for k, _ in present)
+                   + " |")
+  if result.get("skipped"):
+    lines += ["", "## Skipped (not evaluated)", "", "| video | reason |", "|---|---|"]
+    lines += [f"| {table_cell(s['name'])} | {table_cell(s['reason'])} |" for s in result["skipped"]]
   lines += ["", "## Samples", ""]
   for r in result["videos"]:
     if "error" in r or r.get("frames") is None:
       continue
     name = _safe(r["name"])
-    lines.append(f"### {r['name']}" + (f": {r['caption']}" if r.get("caption") else ""))
+    lines.append(f"### {table_cell(r['name'])}" + (f": {table_cell(r['caption'])}" if r.get("caption") else ""))
     lines.append("")
     write_png(out_dir / f"strip_{name}.png", strip([r["frames"], r.get("ground_truth_frames")]))
     below = " (top: generated, bottom: ground truth)" if r.get("ground_truth_frames") is not None else ""
@@ -330,7 +352,7 @@ def write_report(out_dir, result: dict) -> dict:
       lines.append(f"![cameras of {r['name']}](frusta_{name}.png)")
     elif acc is not None:
       lines.append(f"SfM failed in all {acc['trials']} trials: "
-                   + "; ".join(str(t["error"]) for t in acc["per_trial"] if t["error"])[:400])
+                   + table_cell("; ".join(str(t["error"]) for t in acc["per_trial"] if t["error"]), 400))
     lines.append("")
   json_result = jsonable({k: v for k, v in result.items() if k != "videos"})
   json_result["videos"] = [jsonable({k: v for k, v in r.items() if k not in ("frames", "ground_truth_frames")})
@@ -363,7 +385,7 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
   lines += ["", "## Scenes", ""]
   for r in result["per_scene"]:
     i = r["scene"]
-    lines.append(f"### scene {i} ({r.get('trajectory', '')}): {r['caption']}")
+    lines.append(f"### scene {i} ({table_cell(r.get('trajectory', ''))}): {table_cell(r['caption'])}")
     lines.append("")
     lines.append("| mode | " + " | ".join(keys) + " |")
     lines.append("|---" * (len(keys) + 1) + "|")

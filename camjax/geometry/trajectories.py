@@ -7,6 +7,7 @@ translations are metres, angles degrees in the public arguments.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -50,6 +51,8 @@ def _single_preset(name: str, alpha: np.ndarray, magnitude: float | None, radius
     raise CameraError(f"unknown trajectory preset {name!r}; known: {', '.join(PRESETS)}")
   kind, axis, sign, default = _PRESETS[name]
   mag = default if magnitude is None else float(magnitude)
+  if kind == "zoom" and mag <= 0:
+    raise CameraError(f"zoom preset {name!r} needs a focal factor above 0, got {mag}")
   T = len(alpha)
   c2w = np.tile(np.eye(4), (T, 1, 1))
   focal = np.ones(T)
@@ -90,7 +93,7 @@ def preset(name: str, num_frames: int = 25, *, magnitude: float | None = None, r
     `Cameras [T]` with `w2c[0] = I`.
 
   Raises:
-    CameraError: unknown name, bad magnitude or frame count.
+    CameraError: unknown name, bad (non-numeric, NaN, infinite; non-positive zoom) magnitude or frame count.
   """
   if num_frames < 1:
     raise CameraError(f"num_frames must be >= 1, got {num_frames}")
@@ -100,12 +103,18 @@ def preset(name: str, num_frames: int = 25, *, magnitude: float | None = None, r
   parts = [p.strip() for p in name.split("+") if p.strip()]
   if not parts:
     raise CameraError(f"empty trajectory preset {name!r}")
+  if magnitude is not None and not math.isfinite(float(magnitude)):
+    raise CameraError(f"magnitude must be a finite number, got {magnitude!r} for preset {name!r}")
   for part in parts:
     part_name, _, mag = part.partition(":")
     try:
       part_mag = float(mag) if mag else magnitude
     except ValueError:
       raise CameraError(f"bad magnitude {mag!r} in preset {name!r}") from None
+    if part_mag is not None and not math.isfinite(part_mag):
+      which = f" (part {part!r})" if len(parts) > 1 else ""
+      raise CameraError(f"non-finite magnitude {mag.strip()!r} in preset {name!r}{which}: give a finite number of "
+                        "degrees, metres or a focal factor")
     part_c2w, part_focal = _single_preset(part_name.strip(), alpha, part_mag, radius)
     c2w = c2w @ part_c2w
     focal = focal * part_focal

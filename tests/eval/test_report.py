@@ -2,6 +2,7 @@
 report.md, metrics.json, frusta plots and strips are written, bad samples become error rows."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -91,3 +92,52 @@ def test_videos_and_cameras_folders(workdir, tmp_path):
   assert out["aggregate"]["cameractrl2/rot_err"] < 1.0
   with pytest.raises(EvalError, match="has a camera file"):
     evaluate_videos(videos, tmp_path, tmp_path / "out2")
+
+
+def _garbage_video(path):
+  path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+
+
+def test_video_without_camera_file_is_listed_as_skipped(workdir, tmp_path, capsys):
+  videos, cams, out = tmp_path / "videos", tmp_path / "cams", tmp_path / "out"
+  videos.mkdir()
+  cams.mkdir()
+  _garbage_video(videos / "broken.mp4")  # evaluated (an error row): no SfM needed
+  (cams / "broken.txt").write_text((workdir / "samples" / "step_200" / "cameras_0.txt").read_text())
+  _garbage_video(videos / "lonely.mp4")  # no camera file
+  assert main(["--videos", str(videos), "--cameras", str(cams), "--out", str(out), "--no_motion"]) == 0
+  reason = f"no camera file {cams / 'lonely.txt'}"
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["num_skipped"] == 1
+  assert metrics["skipped"] == [{"name": "lonely", "video": str(videos / "lonely.mp4"), "reason": reason}]
+  assert [v["name"] for v in metrics["videos"]] == ["broken"]
+  assert f"| lonely | {reason} |" in (out / "report.md").read_text()
+  printed = capsys.readouterr().out
+  assert f"lonely: skipped ({reason})" in printed and "1 skipped" in printed
+
+
+def test_table_cell_is_one_line_without_pipes():
+  from camjax.eval.report import table_cell
+
+  assert table_cell("a | b\n  c\td") == "a \\| b c d"
+  long = "ffmpeg version 7 Copyright\n" + "  configuration: --enable-x\n" * 50 + "Error opening input: moov atom not found"
+  cell = table_cell(long, limit=120)
+  assert "\n" not in cell and len(cell) <= 124 and cell.startswith("ffmpeg version 7")
+  assert cell.endswith("moov atom not found") and " … " in cell
+
+
+def test_decode_error_with_ffmpeg_banner_stays_in_its_table_row(workdir, tmp_path):
+  videos, cams = tmp_path / "videos", tmp_path / "cams"
+  videos.mkdir()
+  cams.mkdir()
+  _garbage_video(videos / "broken.mp4")
+  (cams / "broken.txt").write_text((workdir / "samples" / "step_200" / "cameras_0.txt").read_text())
+  out = evaluate_videos(videos, cams, tmp_path / "out", motion=False)
+  assert "\n" in out["videos"][0]["error"]  # ffmpeg's multi-line banner: metrics.json keeps the whole message
+  lines = (tmp_path / "out" / "report.md").read_text().splitlines()
+  start = lines.index("## Per video") + 2
+  table = lines[start:lines.index("", start)]
+  header, rows = table[0], table[2:]
+  assert len(rows) == 1 and rows[0].startswith("| broken | error: ") and "cannot decode video" in rows[0]
+  unescaped = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
+  assert unescaped(rows[0]) == unescaped(header) and len(rows[0]) < 400
