@@ -22,6 +22,9 @@ INSTALL_REQUIRES = [
     "absl-py",
     "safetensors",  # WAN weight import (camjax.models.weights)
     "tensorboardX",  # training metrics as TensorBoard event files
+    # The main job's end-of-run evaluation (SfM camera accuracy) and curation: both are wheels.
+    "pycolmap",
+    "opencv-python-headless",
 ]
 
 EXTRAS_REQUIRE = {
@@ -35,6 +38,7 @@ EXTRAS_REQUIRE = {
         "safetensors",
         "evo",
     ],
+    # Kept so `pip install -e ".[curate]"` still works; both are now in the base install.
     "curate": ["pycolmap", "opencv-python-headless"],
 }
 

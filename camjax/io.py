@@ -8,16 +8,25 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+  """The process umask (reading it means setting it: set it straight back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
   """Opens a temporary file beside `path` and renames it over `path` only when the block succeeds.
 
-  A crash or exception inside the block leaves `path` as it was (absent or the previous version).
+  A crash or exception inside the block leaves `path` as it was (absent or the previous version). The file gets the
+  permissions of a plain `open(path, "w")` (0666 minus the umask), not the 0600 of the temporary file.
   """
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
   try:
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, mode, **kwargs) as f:
       yield f
     os.replace(tmp, path)

@@ -39,6 +39,73 @@ def _init_distributed():
     jax.distributed.initialize()
 
 
+def _config_arg(argv) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _unknown_override(argv, path: str) -> str | None:
+  """The first `--config.a.b=...` override naming a field the config file does not have (with a suggestion)."""
+  import difflib  # pylint: disable=import-outside-toplevel
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  file, _, variant = path.partition(":")
+  try:
+    spec = importlib.util.spec_from_file_location("_camjax_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(variant or None)
+  except Exception:  # pylint: disable=broad-except  # the caller reports the original error
+    return None
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    keys = a[len("--config."):].split("=", 1)[0].split(".")
+    node = config
+    for depth, key in enumerate(keys):
+      if not hasattr(node, "keys") or key not in node:
+        where = ".".join(keys[:depth]) or "config"
+        options = list(node.keys()) if hasattr(node, "keys") else []
+        close = difflib.get_close_matches(key, options, n=1)
+        hint = f"; did you mean {'.'.join(keys[:depth] + close)}?" if close else ""
+        return f"{a.split('=', 1)[0]}: {where} has no field {key!r}{hint}"
+      node = node[key]
+  return None
+
+
+def _config_error(argv, e: Exception) -> str:
+  """A one-paragraph message for a `--config` that cannot be loaded: missing file, unknown variant, unknown field."""
+  path = _config_arg(argv)
+  if path is None:
+    return "--config is required, e.g. --config=configs/cameractrl2.py"
+  file = path.partition(":")[0]
+  if not os.path.isfile(file):
+    return f"--config={path}: config file {file!r} not found (relative paths are from {os.getcwd()})"
+  unknown = _unknown_override(argv, path)
+  if unknown:
+    return unknown
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  if any(l.startswith("Traceback") for l in lines):  # ml_collections embeds the config file's traceback
+    lines = lines[-1:]
+  return f"--config={path}: {' '.join(lines)}"
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with the config loaded eagerly so a bad `--config` ends in one clear line (exit 2)."""
+  try:
+    rest = FLAGS(argv)
+    config = FLAGS.config  # the config file is loaded lazily, and a failed load surfaces on first use: use it now
+    if config is not None:
+      config.keys()
+    return rest
+  except (flags.Error, OSError, ValueError, KeyError, AttributeError, TypeError, SyntaxError) as e:
+    print(f"camjax: error: {_config_error(argv, e)}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
 def default_workdir(config) -> str:
   name = os.path.splitext(os.path.basename(FLAGS["config"].config_filename or "config"))[0]
   return os.path.join("runs", f"{name}-{config.variant}")
@@ -56,12 +123,13 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
 
   from camjax import train  # pylint: disable=import-outside-toplevel
+  preemption = train.Preemption()  # from here on SIGTERM means: checkpoint at the next step and exit
   workdir = FLAGS.workdir or default_workdir(config)
   if jax.process_index() == 0:
     print(f"camjax: workdir {os.path.abspath(workdir)} ({jax.process_count()} process(es), "
           f"{jax.device_count()} device(s): {jax.devices()[0].platform})", flush=True)
   try:
-    summary = train.train_and_evaluate(config, workdir)
+    summary = train.train_and_evaluate(config, workdir, preemption)
   except train.CamjaxError as e:
     print(f"camjax: error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
@@ -72,7 +140,8 @@ def main(argv):
     print(f"camjax: trained to step {summary.end_step}{resumed}; {loss}; {summary.steps_per_sec:.2f} steps/s, "
           f"{summary.tokens_per_sec:.0f} tokens/s", flush=True)
     if summary.preempted:
-      print("camjax: preempted: checkpoint saved; rerun the same command to continue", flush=True)
+      print(f"camjax: preempted at step {summary.end_step}: rerun the same command to continue from the last "
+            "checkpoint", flush=True)
     print(f"camjax: checkpoints in {os.path.abspath(os.path.join(workdir, 'checkpoints'))}", flush=True)
     if summary.samples:
       print(f"camjax: samples in {os.path.abspath(os.path.dirname(summary.samples[0]))}", flush=True)
@@ -82,4 +151,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

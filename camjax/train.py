@@ -7,6 +7,7 @@ state AND the Grain iterator state, so a restarted run continues with the same b
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -27,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from camjax import sharding
 from camjax.conditioning import cameractrl2 as cc2
+from camjax.data.prepare import prepare_dataset
 from camjax.diffusion import FlowMatching, euler, guided_denoiser, masked_mse
 from camjax.errors import CamjaxError
 from camjax.geometry import se3
@@ -167,36 +169,6 @@ def make_optimizer(config):
 # ----------------------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def prepare_dataset(config, workdir: Path):
-  """The ArrayRecord dataset folder for the config's source (generated / ingested on first use)."""
-  from camjax.data import shards, sources, synthetic  # pylint: disable=import-outside-toplevel
-  d = config.data
-  cache = workdir / "data"
-  if d.source == "shards":
-    return shards.dataset_dir(d.path)
-  if d.source == "synthetic":
-    frames = d.render_frames or d.num_frames
-    out = cache / f"synthetic_{d.num_scenes}x{frames}f{d.render_size}px_seed{config.seed}"
-    make = lambda: synthetic.write_dataset(out, d.num_scenes, seed=config.seed, resolution=d.render_size,
-                                           frames=frames, tracks=0, progress=jax.process_index() == 0)
-  elif d.source == "re10k":
-    if not d.path or not Path(d.path).exists():
-      raise TrainingError(f"data.path {d.path!r} does not exist (a folder of RealEstate10K pose files + videos)")
-    out = cache / f"re10k_{Path(d.path).resolve().name}"
-    make = lambda: shards.write_shards(lambda: sources.re10k_records(d.path), out,
-                                       description=f"RealEstate10K clips from {d.path}")
-  else:
-    raise TrainingError(f"data.source {d.source!r} is not one of synthetic, re10k, shards")
-  try:
-    return shards.dataset_dir(out)
-  except CamjaxError:
-    pass
-  if jax.process_index() == 0:
-    make()
-  _sync("dataset written")
-  return shards.dataset_dir(out)
 
 
 def make_train_iterator(config, dataset, start_step: int = 0):
@@ -487,17 +459,28 @@ def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, image_size: tu
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class CheckpointError(TrainingError):
+  """No checkpoint of the workdir restores (each one is missing files, damaged, or holds non-finite values)."""
+
+
+class _Interrupted(Exception):
+  """SIGTERM / SIGINT while the loop waits for data (the step boundary may never come)."""
+
+
 def _sync(name: str):
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     multihost_utils.sync_global_devices(name)
 
 
-class _Preemption:
-  """SIGTERM / SIGINT -> save at the next step boundary and exit cleanly (agreed across processes)."""
+class Preemption:
+  """SIGTERM -> save at the next step boundary and exit cleanly (agreed across processes at log / checkpoint steps,
+  so multi-process runs do not all-gather a flag every step). A signal that arrives while the loop waits for data
+  (`waiting_for_data`) interrupts the wait at once: that wait may never end."""
 
   def __init__(self):
     self.requested = False
+    self.waiting_for_data = False
     self._old = {}
     for sig in (signal.SIGTERM,):
       try:
@@ -509,11 +492,22 @@ class _Preemption:
     del frame
     log.warning("signal %d: checkpointing at the next step and exiting", signum)
     self.requested = True
+    if self.waiting_for_data:
+      raise _Interrupted(f"signal {signum} while waiting for data")
 
-  def should_stop(self) -> bool:
+  def next_batch(self, data_iter):
+    self.waiting_for_data = True
+    try:
+      return next(data_iter)
+    finally:
+      self.waiting_for_data = False
+
+  def should_stop(self, agree: bool) -> bool:
+    """The local flag in single-process runs; with several processes, the OR over processes when `agree` (a step
+    at which every process calls this), else False."""
     if jax.process_count() == 1:
       return self.requested
-    return bool(np.any(_allgather(self.requested)))
+    return agree and bool(np.any(_allgather(self.requested)))
 
   def restore(self):
     for sig, old in self._old.items():
@@ -521,14 +515,24 @@ class _Preemption:
 
 
 class MetricWriter:
-  """TensorBoard event files (tensorboardX) + `metrics.jsonl` in the workdir, written by process 0 only."""
+  """TensorBoard event files (tensorboardX) + `metrics.jsonl` in the workdir, written by process 0 only.
 
-  def __init__(self, workdir: Path):
+  A run resumed at step `start` drops the rows (and TensorBoard events) of steps after `start` that an interrupted
+  run wrote past its last checkpoint, so every step is logged once.
+  """
+
+  def __init__(self, workdir: Path, start: int = 0):
     self.enabled = jax.process_index() == 0
     if self.enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self.tb = SummaryWriter(str(workdir / "tensorboard"))
-      self.jsonl = open(workdir / "metrics.jsonl", "a")  # noqa: SIM115
+      path = workdir / "metrics.jsonl"
+      if path.exists():
+        from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+        rows = [l for l in path.read_text().splitlines() if l.strip() and _row_step(l) <= start]
+        with atomic_write(path) as f:
+          f.write("".join(r + "\n" for r in rows))
+      self.tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=start + 1 if start else None)
+      self.jsonl = open(path, "a")  # noqa: SIM115
 
   def write(self, step: int, metrics: dict[str, float]):
     if not self.enabled:
@@ -544,40 +548,137 @@ class MetricWriter:
       self.jsonl.close()
 
 
-def checkpoint_manager(workdir: Path, config):
+def _row_step(line: str) -> int:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return 1 << 62  # a torn last line of a killed run: dropped
+
+
+def checkpoint_manager(workdir: Path, config, state_handler=None):
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   options = ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, enable_async_checkpointing=True,
                                          create=True)
-  return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options)
+  handlers = None if state_handler is None else dict(state=state_handler, fingerprint=ocp.JsonCheckpointHandler())
+  return ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=options, item_handlers=handlers)
+
+
+@jax.jit
+def _fingerprint(tree) -> list[jax.Array]:
+  """Per leaf `[sum, sum of |x|]` in float32: saved beside every checkpoint, compared after a restore."""
+  return [jnp.stack([jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.abs(x.astype(jnp.float32)))])
+          for x in jax.tree.leaves(tree)]
+
+
+def _fingerprint_json(state: dict) -> dict[str, list[list[float]]]:
+  """`{key: per-leaf [sum, sum |x|]}` of each top-level entry of a train state (a partial restore checks its part)."""
+  return {k: [[float(v) for v in np.asarray(f)] for f in jax.device_get(_fingerprint(state[k]))] for k in state}
+
+
+def _fingerprint_problem(state: dict, saved: dict | None) -> str | None:
+  """Why a restored state is not the one that was saved (non-finite values, a changed fingerprint), or None."""
+  got = _fingerprint_json(state)
+  for key, leaves in got.items():
+    if not all(math.isfinite(v) for f in leaves for v in f):
+      return f"its {key} hold non-finite values"
+  for key, leaves in got.items():
+    if saved is None or key not in saved:  # written before fingerprints existed
+      continue
+    if len(saved[key]) != len(leaves):
+      return f"its {key} fingerprint has {len(saved[key])} leaves, the state {len(leaves)}"
+    for i, ((s, a), (s2, _)) in enumerate(zip(saved[key], leaves)):
+      if abs(s - s2) > 1e-5 * a + 1e-30:
+        return f"leaf {i} of its {key} sums to {s2!r}, saved as {s!r} (damaged data)"
+  return None
 
 
 def _save(mngr, step: int, state, data_iter, force: bool = False):
-  import grain  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+  """Saves the state, the Grain iterator and the state's fingerprint.
 
-
-def _restore(mngr, state, data_iter):
-  """Latest checkpoint -> (state, step, data iterator restored?); (state, None, False) when there is none.
-
-  The Grain state is per process (`data/process_i-of-n.json`); a checkpoint written by a different number of processes
-  restores the train state only, and the caller rebuilds the iterator at the step's position in the global stream.
+  Raises:
+    TrainingError: the state holds non-finite values (nothing is saved).
   """
   import grain  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  step = mngr.latest_step()
+  fingerprint = _fingerprint_json(state)
+  bad = [k for k, leaves in fingerprint.items() if not all(math.isfinite(v) for f in leaves for v in f)]
+  if bad:
+    raise TrainingError(f"non-finite {', '.join(bad)} at step {step}; stopping without saving it. The last "
+                        f"checkpoint is step {mngr.latest_step()} in {mngr.directory}")
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          data=grain.checkpoint.CheckpointSave(data_iter),
+                                          fingerprint=ocp.args.JsonSave(fingerprint)), force=force)
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+  text = " ".join(f"{type(e).__name__}: {e}".split())
+  return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _restore_step(mngr, step: int, args: dict):
+  """Restores `args` (+ the fingerprint when saved) at `step`; returns (restored items, problem or None)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  if (Path(mngr.directory) / str(step) / "fingerprint").exists():
+    args = dict(args, fingerprint=ocp.args.JsonRestore())
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(**args))
+  except Exception as e:  # pylint: disable=broad-except  # orbax / tensorstore / grain raise many kinds
+    return None, _one_line(e)
+  return restored, _fingerprint_problem(restored["state"], restored.get("fingerprint"))
+
+
+def _restore_newest_good(mngr, make_args) -> tuple[Any, int | None]:
+  """Walks the checkpoints newest first and returns (restored items, step) of the first that restores and passes its
+  fingerprint check, naming every one it skipped; (None, None) when there is no checkpoint.
+
+  Raises:
+    CheckpointError: there are checkpoints but none restores.
+  """
+  skipped = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    restored, problem = _restore_step(mngr, step, make_args(step))
+    ok = problem is None
+    if jax.process_count() > 1:
+      ok = bool(np.all(_allgather(ok)))
+      problem = problem or "it failed on another process"
+    if ok:
+      if skipped:
+        log.warning("restored checkpoint step %d after skipping %s", step, "; ".join(skipped))
+      return restored, step
+    skipped.append(f"step {step} ({problem})")
+    log.warning("checkpoint step %d in %s does not restore: %s", step, mngr.directory, problem)
+  if skipped:
+    raise CheckpointError(f"no checkpoint in {mngr.directory} restores: " + "; ".join(skipped) +
+                          ". Delete the damaged step folders (or the whole checkpoints folder to start over)")
+  return None, None
+
+
+def _restore(mngr, state, data_iter):
+  """Newest good checkpoint -> (state, step, data iterator restored?); (state, None, False) when there is none.
+
+  The Grain state is per process (`data/process_i-of-n.json`); a checkpoint written by a different number of processes
+  restores the train state only, and the caller rebuilds the iterator at the step's position in the global stream.
+  A checkpoint that fails to restore or whose values are non-finite or differ from the fingerprint saved with them
+  is skipped (and named) in favour of the previous one.
+  """
+  import grain  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  layouts = {}
+
+  def make_args(step):
+    data_file = (Path(mngr.directory) / str(step) / "data" /
+                 f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+    layouts[step] = bool(np.all(_allgather(data_file.exists())))
+    args = dict(state=ocp.args.StandardRestore(target))
+    if layouts[step]:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return args
+
+  restored, step = _restore_newest_good(mngr, make_args)
   if step is None:
     return state, None, False
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  data_file = (Path(mngr.directory) / str(step) / "data" /
-               f"process_{jax.process_index()}-of-{jax.process_count()}.json")
-  same_layout = bool(np.all(_allgather(data_file.exists())))
-  args = dict(state=ocp.args.StandardRestore(target))
-  if same_layout:
-    args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = mngr.restore(step, args=ocp.args.Composite(**args))
-  return restored["state"], step, same_layout
+  return restored["state"], step, layouts[step]
 
 
 def _allgather(x) -> np.ndarray:
@@ -605,19 +706,86 @@ class RunSummary:
   preempted: bool = False
 
 
-def train_and_evaluate(config, workdir) -> RunSummary:
-  """Train (resuming from the latest checkpoint in `workdir`), checkpoint, and sample.
+class ConfigError(TrainingError):
+  """A config value no run can use (checked before anything is created)."""
+
+
+def validate_config(config) -> None:
+  """Raises `ConfigError` naming every field whose value no run can use."""
+  bad = []
+
+  def need(ok: bool, field: str, value, what: str):
+    if not ok:
+      bad.append(f"{field}={value!r} ({what})")
+
+  m, d, t = config.model, config.data, config.train
+  for name in ("num_layers", "num_heads", "head_dim", "ffn_dim"):
+    need(int(m[name]) >= 1, f"model.{name}", m[name], "must be >= 1")
+  for name in ("batch_size", "num_frames", "height", "width"):
+    need(int(d[name]) >= 1, f"data.{name}", d[name], "must be >= 1")
+  for name in ("batch_size", "num_frames", "height", "width", "steps"):
+    need(int(config.phase2[name]) >= 0, f"phase2.{name}", config.phase2[name], "must be >= 0 (0: as phase 1)")
+  need(int(t.steps) >= 1, "train.steps", t.steps, "must be >= 1")
+  need(int(t.log_every) >= 1, "train.log_every", t.log_every, "must be >= 1")
+  need(int(t.checkpoint_every) >= 1, "train.checkpoint_every", t.checkpoint_every, "must be >= 1")
+  need(int(t.keep_checkpoints) >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be >= 1")
+  need(int(config.sample.steps) >= 1, "sample.steps", config.sample.steps, "must be >= 1")
+  need(int(config.sample.num) >= 0, "sample.num", config.sample.num, "must be >= 0")
+  if bad:
+    raise ConfigError("invalid config: " + "; ".join(bad))
+
+
+def check_batch_split(config, data_parallel: int, processes: int) -> None:
+  """Raises `ConfigError` when a phase's global batch does not split evenly over the processes and over the
+  `data x fsdp` devices the batch axis is sharded on."""
+  for i, phase in enumerate(training_phases(config)):
+    b = int(phase.config.data.batch_size)
+    field = "data.batch_size" if i == 0 or not config.phase2.batch_size else "phase2.batch_size"
+    if b % processes:
+      raise ConfigError(f"{field}={b} is not divisible by the {processes} processes: use a multiple of {processes}")
+    if b % data_parallel:
+      raise ConfigError(f"{field}={b} is not divisible by the {data_parallel} data-parallel devices (mesh data x "
+                        f"fsdp): use a multiple of {data_parallel}, or change config.mesh")
+
+
+def train_and_evaluate(config, workdir, preemption: Preemption | None = None) -> RunSummary:
+  """Train (resuming from the newest good checkpoint in `workdir`), checkpoint, sample and evaluate.
+
+  The workdir is locked for the run (one job at a time) and checked against the model configuration of any run it
+  already holds before anything in it is written. `preemption` (a `Preemption` made early, so a SIGTERM during start-up
+  is not lost) defaults to one installed here.
 
   Raises:
-    TrainingError: non-finite loss (the run stops; the last good checkpoint is kept), unsupported configuration.
+    ConfigError: a config value no run can use, or a batch that does not split over the processes / devices.
+    camjax.workdir.WorkdirError: `workdir` is a file, is in use by another job (`WorkdirLockedError`), or holds a run
+      with another model configuration (`ConfigMismatchError`).
+    CheckpointError: the workdir has checkpoints and none restores.
+    TrainingError: non-finite loss (the run stops; checkpoints only ever hold states whose losses were checked).
   """
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
-    with atomic_write(workdir / "config.json") as f:  # what `camjax.explore` rebuilds the model from
-      f.write(config.to_json_best_effort(indent=2))
+  from camjax import workdir as wd  # pylint: disable=import-outside-toplevel
+  validate_config(config)
+  workdir = wd.ensure_dir(workdir)
+  lock = wd.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+  error = None
+  try:
+    lock.__enter__()
+  except wd.WorkdirError as e:
+    error = e
+  if not np.all(_allgather(error is None)):
+    raise error or wd.WorkdirLockedError(f"workdir {workdir} is in use by another camjax job (seen by process 0)")
+  try:
+    if jax.process_index() == 0:
+      wd.check_compatible(workdir, config)
+      wd.save_config(workdir, config)
+    _sync("workdir checked")
+    return _train_and_evaluate(config, workdir, preemption or Preemption())
+  finally:
+    lock.__exit__(None, None, None)
+
+
+def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSummary:
   mesh = sharding.make_mesh(dict(config.mesh))
+  check_batch_split(config, math.prod(mesh.shape[a] for a in ("data", "fsdp")), jax.process_count())
   phases = training_phases(config)
   total = phases[-1].end
   with sharding.use_mesh(mesh):
@@ -648,14 +816,18 @@ def train_and_evaluate(config, workdir) -> RunSummary:
     start = int(state["step"])
     if resumed is not None:
       log.info("resumed from step %d", resumed)
+      cur = next(i for i, ph in enumerate(phases) if start <= ph.end or i == len(phases) - 1)
+      if phases[cur] is not phase:  # fell back to a checkpoint of an earlier phase
+        phase = phases[cur]
+        data_iter = make_train_iterator(phase.config, dataset_of(phase))
+        state, resumed, data_restored = _restore(mngr, state, data_iter)
       if not data_restored:
         log.warning("checkpoint written by another number of processes: data resumes at global batch %d", start)
         data_iter = make_train_iterator(phase.config, dataset_of(phase), start_step=start - phase.start)
     step_fn, sample_fn = phase_fns(phase)
     tokenizer = model.tokenizer
-    writer = MetricWriter(workdir)
-    preemption = _Preemption()
-    first_loss = last_loss = None
+    writer = MetricWriter(workdir, start)
+    losses = _LossLog()
     samples: list[Path] = []
     t0, timed_steps, preempted = None, 0, False
     tokens_per_step = _tokens_per_step(phase.config, model.autoencoder)
@@ -674,30 +846,30 @@ def train_and_evaluate(config, workdir) -> RunSummary:
           step_fn, sample_fn = phase_fns(phase)
           tokens_per_step = _tokens_per_step(phase.config, model.autoencoder)
           t0, timed_steps = None, 0
-        batch = to_global(_host_batch(next(data_iter), tokenizer), mesh)
+        batch = to_global(_host_batch(preemption.next_batch(data_iter), tokenizer), mesh)
         state, metrics = step_fn(state, batch)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-          raise TrainingError(f"non-finite loss {loss} at step {step + 1}; stopping. The last good checkpoint "
-                              f"(step {mngr.latest_step()}) in {workdir / 'checkpoints'} is kept")
+        done = step + 1
         if t0 is None:
+          jax.block_until_ready(metrics["loss"])
           t0 = time.perf_counter()  # exclude compilation
         else:
           timed_steps += 1
-        first_loss = loss if first_loss is None else first_loss
-        last_loss = loss
-        done = step + 1
+        losses.add(done, metrics["loss"])
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-        if done % config.train.log_every == 0 or done == total:
+        log_now = done % config.train.log_every == 0 or done == total
+        save_now = done % config.train.checkpoint_every == 0 or done == total or done == phase.end
+        stop = preemption.should_stop(agree=log_now or save_now)
+        if log_now or save_now or stop:  # the host reads losses here only (no per-step sync)
+          losses.check(mngr, workdir)
+          bar.set_postfix(loss=f"{losses.last:.4f}")
+        if log_now:
           m = {k: float(v) for k, v in metrics.items()}
           m["phase"] = cur + 1
           if timed_steps:
             rate = timed_steps / (time.perf_counter() - t0)
             m.update(steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step)
           writer.write(done, m)
-        stop = preemption.should_stop()
-        if done % config.train.checkpoint_every == 0 or done == total or done == phase.end or stop:
+        if save_now or stop:
           _save(mngr, done, state, data_iter, force=stop)
         if config.sample.every and done % config.sample.every == 0 and done != total:
           samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir,
@@ -716,7 +888,10 @@ def train_and_evaluate(config, workdir) -> RunSummary:
           result = evaluation.evaluate_dir(samples[0].parent, trials=config.eval.trials)
           log.info("evaluation of the final samples: %s", result["aggregate"])
         if config.eval.at_end and config.eval.get("following", 0):
-          _following_at_end(state, config, mesh, workdir)
+          _following_at_end(state, config, mesh, workdir, model)
+    except _Interrupted as e:
+      preempted = True
+      log.warning("%s: exiting; the run continues from checkpoint step %s", e, mngr.latest_step())
     finally:
       if bar is not None:
         bar.close()
@@ -725,11 +900,36 @@ def train_and_evaluate(config, workdir) -> RunSummary:
       mngr.wait_until_finished()
       mngr.close()
   rate = timed_steps / (time.perf_counter() - t0) if timed_steps else float("nan")
-  return RunSummary(workdir, start, int(state["step"]), first_loss, last_loss, rate, rate * tokens_per_step, samples,
-                    preempted)
+  return RunSummary(workdir, start, int(state["step"]), losses.first, losses.last, rate, rate * tokens_per_step,
+                    samples, preempted)
 
 
-def _following_at_end(state, config, mesh, workdir: Path) -> None:
+class _LossLog:
+  """Device losses of the steps since the last check; read to the host in one transfer at log / checkpoint steps."""
+
+  def __init__(self):
+    self.pending: list[tuple[int, jax.Array]] = []
+    self.first: float | None = None
+    self.last: float | None = None
+
+  def add(self, step: int, loss: jax.Array):
+    self.pending.append((step, loss))
+
+  def check(self, mngr, workdir: Path):
+    """Raises `TrainingError` at the first non-finite loss since the last check (before anything is saved)."""
+    values = jax.device_get([l for _, l in self.pending])
+    steps = [s for s, _ in self.pending]
+    self.pending = []
+    for step, value in zip(steps, values):
+      value = float(value)
+      if not math.isfinite(value):
+        raise TrainingError(f"non-finite loss {value} at step {step}; stopping. The last checkpoint (step "
+                            f"{mngr.latest_step()}) in {workdir / 'checkpoints'} holds only checked steps")
+      self.first = value if self.first is None else self.first
+      self.last = value
+
+
+def _following_at_end(state, config, mesh, workdir: Path, model: Model) -> None:
   """Camera following (true vs null vs reversed camera) of the final model on `config.eval.following` held-out
   procedural scenes -> `workdir/eval_following/` (single-process runs; else `python -m camjax.eval --following`)."""
   if jax.process_count() > 1:
@@ -738,7 +938,7 @@ def _following_at_end(state, config, mesh, workdir: Path) -> None:
     return
   from camjax.eval import following  # pylint: disable=import-outside-toplevel
   from camjax.explore import Explorer  # pylint: disable=import-outside-toplevel
-  explorer = Explorer(config, state.get("ema", state["params"]), mesh=mesh, seed=config.seed)
+  explorer = Explorer(config, state.get("ema", state["params"]), mesh=mesh, seed=config.seed, model=model)
   out = workdir / "eval_following"
   result = following.run_following(explorer.following_generator(), int(config.eval.following), out,
                                    num_frames=explorer.num_frames, height=explorer.height, width=explorer.width,
@@ -757,35 +957,56 @@ class Model:
   tokenizer: Any
 
 
-def build_model(config, mesh) -> Model:
-  """Generator, optimiser and initial train state `{step, params, opt_state[, ema]}` (inside `use_mesh(mesh)`)."""
+def build_model(config, mesh, with_optimizer: bool = True) -> Model:
+  """Generator, optimiser and initial train state `{step, params, opt_state[, ema]}` (inside `use_mesh(mesh)`).
+
+  `with_optimizer=False` (sampling only: exploration, evaluation) leaves `opt_state` out: no optimiser moments are
+  allocated.
+  """
   autoencoder = make_autoencoder(config)
   generator = make_generator(config, autoencoder, mesh)
   graphdef, params = nnx.split(generator)
   tx = make_optimizer(config)
   objective = FlowMatching(shift=config.objective.shift, density=config.objective.density,
                            prediction=config.objective.get("prediction", "velocity"))
-  state = dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params))
+  state = dict(step=jnp.zeros((), jnp.int32), params=params)
+  if with_optimizer:
+    state["opt_state"] = jax.jit(tx.init)(params)
   if config.optimizer.ema_decay > 0:
-    state["ema"] = params
+    # Its own buffers: the train step donates the state, and one buffer donated twice fails on GPU / TPU.
+    state["ema"] = jax.tree.map(jnp.copy, params)
   tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
   return Model(Static(graphdef, autoencoder, objective, tx, config), state, autoencoder, tokenizer)
 
 
 def restore_latest(workdir, model: Model, step: int | None = None) -> tuple[dict, int]:
-  """The train state of the latest (or given) checkpoint in `workdir` (the data state is not read).
+  """`{params[, ema]}` of the newest good (or the given) checkpoint in `workdir`; the optimiser and data states are
+  not read. A checkpoint that does not restore is skipped (and named) in favour of the previous one.
 
   Raises:
-    TrainingError: no checkpoint there.
+    TrainingError: no checkpoint there, or no checkpoint at `step` (the message lists those there).
+    CheckpointError: none restores.
   """
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  mngr = checkpoint_manager(Path(workdir), model.static.config)
+  keys = [k for k in ("params", "ema") if k in model.state]
+  target = {k: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), model.state[k])
+            for k in keys}
+  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+  mngr = checkpoint_manager(Path(workdir), model.static.config, state_handler=ocp.PyTreeCheckpointHandler())
   try:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
+    steps = sorted(mngr.all_steps())
+    if not steps:
       raise TrainingError(f"no checkpoint in {Path(workdir) / 'checkpoints'}: train first")
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), model.state)
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    if step is not None and step not in steps:
+      raise TrainingError(f"no checkpoint at step {step} in {Path(workdir) / 'checkpoints'}; there are steps "
+                          f"{', '.join(map(str, steps))}")
+    args = lambda s: dict(state=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True))
+    if step is not None:
+      restored, problem = _restore_step(mngr, step, args(step))
+      if problem is not None:
+        raise CheckpointError(f"checkpoint step {step} in {mngr.directory} does not restore: {problem}")
+    else:
+      restored, step = _restore_newest_good(mngr, args)
     return restored["state"], step
   finally:
     mngr.close()
