@@ -610,8 +610,12 @@ def _save(mngr, step: int, state, data_iter, force: bool = False):
                                           fingerprint=ocp.args.JsonSave(fingerprint)), force=force)
 
 
-def _one_line(e: BaseException, limit: int = 200) -> str:
-  text = " ".join(f"{type(e).__name__}: {e}".split())
+def _one_line(e: BaseException, limit: int = 240) -> str:
+  """`Type: message` on one line; for a chained error (tensorstore under orbax) the innermost cause, which names the
+  file and the array."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  text = " ".join(f"{type(e).__name__}: {e}".split()).split(" See full TensorStore details")[0]
   return text if len(text) <= limit else text[:limit] + "..."
 
 

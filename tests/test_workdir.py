@@ -170,15 +170,23 @@ DAMAGES = {
 }
 
 
+@pytest.fixture(scope="module")
+def models():
+  """(config, mesh, train model, sampling-only model) of the `trained` run's config, built once for the module."""
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  config = _config()
+  mesh = sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    return config, mesh, train.build_model(config, mesh), train.build_model(config, mesh, with_optimizer=False)
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
-def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, trained, tmp_path, caplog):
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, trained, models, tmp_path, caplog):
   from camjax import sharding  # pylint: disable=import-outside-toplevel
   workdir = _copy(trained, tmp_path / "w")
   DAMAGES[damage](workdir / "checkpoints" / "4")
-  config = _config()
-  mesh = sharding.make_mesh(dict(config.mesh))
+  config, mesh, model, sampler = models
   with sharding.use_mesh(mesh), caplog.at_level(logging.WARNING, logger="camjax.train"):
-    model = train.build_model(config, mesh)
     data_iter = train.make_train_iterator(config, train.prepare_dataset(config, workdir))
     mngr = train.checkpoint_manager(workdir, config)
     try:
@@ -188,7 +196,6 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, traine
     assert step == 2 and int(state["step"]) == 2
     assert "checkpoint step 4" in caplog.text and "restored checkpoint step 2 after skipping step 4" in caplog.text
     # Sampling-only restores (exploration, evaluation) read params only: they fall back when the damage reaches them.
-    sampler = train.build_model(config, mesh, with_optimizer=False)
     assert "opt_state" not in sampler.state
     params, step = train.restore_latest(workdir, sampler)
     assert set(params) == {"params"} and step in (2, 4)
@@ -198,19 +205,17 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, traine
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_every_checkpoint_damaged_is_a_named_error(trained, tmp_path):
+def test_every_checkpoint_damaged_is_a_named_error(trained, models, tmp_path):
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
   workdir = _copy(trained, tmp_path / "w")
   for step in ("2", "4"):
     (workdir / "checkpoints" / step / "state" / "_METADATA").unlink()
-  config = _config()
-  from camjax import sharding  # pylint: disable=import-outside-toplevel
-  mesh = sharding.make_mesh(dict(config.mesh))
+  _, mesh, _, sampler = models
   with sharding.use_mesh(mesh):
-    model = train.build_model(config, mesh, with_optimizer=False)
     with pytest.raises(train.CheckpointError, match=r"no checkpoint in .* restores: step 4 .*; step 2"):
-      train.restore_latest(workdir, model)
+      train.restore_latest(workdir, sampler)
     with pytest.raises(train.TrainingError, match=r"no checkpoint at step 3 .* there are steps 2, 4"):
-      train.restore_latest(workdir, model, step=3)
+      train.restore_latest(workdir, sampler, step=3)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
