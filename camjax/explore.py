@@ -274,15 +274,27 @@ class Exploration:
 
   def evaluate(self, trials: int = 2) -> dict:
     """Camera accuracy of every clip against its cameras (`camjax.eval.camera_accuracy`, several SfM trials) and the
-    appearance consistency across clips (`camjax.eval.appearance_consistency`; the overlap is the condition frames)."""
+    appearance consistency across clips (`camjax.eval.appearance_consistency`; the overlap is the condition frames),
+    for the model and for the trivial baseline of the same shape: every window frozen on the exploration's first
+    frame (`camjax.eval.repeat_first_frame`), so a reader sees what a video that never moves scores (colour
+    histograms identical, overlap PSNR at its 100 dB cap, no camera motion for SfM to recover).
+
+    Returns:
+      The model's numbers, `"per_clip"` (`camjax.eval.summary` per clip) and `"appearance"` (with two clips or
+      more), and the baseline's under the same keys in `["baselines"]["repeat_first_frame"]`.
+    """
     from camjax import eval as ev  # pylint: disable=import-outside-toplevel
-    per_clip = [ev.summary(ev.camera_accuracy(c.window, c.cameras, trials=trials, seed=0)) for c in self.clips]
-    out = {"per_clip": per_clip}
-    if len(self.clips) > 1:
-      overlap = min(c.cond_frames for c in self.clips[1:])
-      windows = [c.window for c in self.clips]
-      out["appearance"] = ev.appearance_consistency(windows, overlap=overlap)
-    return out
+
+    def scores(windows: list[np.ndarray]) -> dict:
+      out = {"per_clip": [ev.summary(ev.camera_accuracy(w, c.cameras, trials=trials, seed=0))
+                          for w, c in zip(windows, self.clips)]}
+      if len(self.clips) > 1:
+        out["appearance"] = ev.appearance_consistency(windows, overlap=min(c.cond_frames for c in self.clips[1:]))
+      return out
+
+    frozen_video = ev.repeat_first_frame(self.video)  # every frame identical: any slice is a frozen window
+    frozen = [frozen_video[:len(c.window)] for c in self.clips]
+    return {**scores([c.window for c in self.clips]), "baselines": {"repeat_first_frame": scores(frozen)}}
 
   def save(self, out_dir, fps: float = 8.0, evaluation: dict | None = None) -> Path:
     """Writes `exploration.mp4`, `clip_<i>.mp4` (each window), `trajectory.png`, `cameras.json` (and

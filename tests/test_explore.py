@@ -120,6 +120,8 @@ def test_exploration_extends_clips_in_one_global_frame(two_phase_run, tmp_path):
   evaluation = run.evaluate(trials=1)
   assert len(evaluation["per_clip"]) == 3 and all("success_ratio" in c for c in evaluation["per_clip"])
   assert evaluation["appearance"]["overlap_psnr"] > 60  # identical condition frames
+  frozen = evaluation["baselines"]["repeat_first_frame"]  # a video that never moves, next to the model's
+  assert len(frozen["per_clip"]) == 3 and frozen["appearance"]["overlap_psnr"] == 100.0
   out = run.save(tmp_path / "out", evaluation=evaluation)
   for name in ("exploration.mp4", "clip_0.mp4", "clip_2.mp4", "trajectory.png", "cameras.json", "evaluation.json"):
     assert (out / name).stat().st_size > 0
@@ -219,6 +221,28 @@ def test_save_is_all_or_nothing(tmp_path, monkeypatch):
   with pytest.raises(explore.ExplorationError, match="notes.txt"):
     run.save(out)  # a folder holding other files is not replaced
   assert (out / "notes.txt").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_evaluate_shows_a_frozen_video_baseline(monkeypatch):
+  from camjax import eval as ev
+
+  calls = []
+
+  def no_sfm(frames, cameras, **kwargs):  # records the windows; SfM is tested in tests/eval
+    calls.append(np.asarray(frames))
+    return {"success_ratio": 0.0, "registered_ratio": 0.0}
+
+  monkeypatch.setattr(ev, "camera_accuracy", no_sfm)
+  run = _stub_exploration(num_clips=3, T=4, H=16, W=16)
+  evaluation = run.evaluate(trials=1)
+  model, frozen = evaluation["appearance"], evaluation["baselines"]["repeat_first_frame"]["appearance"]
+  assert model["overlap_psnr"] < 100.0  # the stub's random windows do not continue each other
+  assert frozen == {"color_hist_intersection": pytest.approx(1.0), "overlap_psnr": 100.0,
+                    "overlap_ssim": pytest.approx(1.0)}
+  assert len(calls) == 6 and all((w == run.video[0]).all() for w in calls[3:])  # same windows, frozen
+  assert [w.shape for w in calls[3:]] == [c.window.shape for c in run.clips]
+  assert evaluation["baselines"]["repeat_first_frame"]["per_clip"] == [{"success_ratio": 0.0,
+                                                                        "registered_ratio": 0.0}] * 3
 
 
 def test_presets_refuse_non_finite_magnitudes():

@@ -5,7 +5,9 @@
     python -m camjax.eval --workdir W --following 8          # camera-conditioned vs null camera on 8 new scenes
 
 Writes report.md, metrics.json, frusta_*.png and strip_*.png into --out (default: <sample dir>/eval). With --videos, a
-video without a camera file is listed as skipped (with the reason) in both files and on stdout.
+video without a camera file is listed as skipped (with the reason) in both files and on stdout. PSNR/SSIM against a
+ground truth are on the frames after the condition frames (--skip_frames, default 1), next to the trivial baselines
+"repeat first frame" and "mean colour" on the same frames.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def main(argv=None) -> int:
                       help="camera files' intrinsics are normalised by the frames' size (camjax write_re10k; default "
                       "with --workdir) or by a 16:9 original (RealEstate10K annotations; default with --videos)")
   parser.add_argument("--no_motion", action="store_true", help="skip motion strength (optical flow)")
+  parser.add_argument("--skip_frames", type=int, default=1,
+                      help="condition frames left out of PSNR/SSIM (default 1: the I2V first frame, copied from the "
+                      "ground truth); frames skip_frames..T-1 are scored, for the model and the baselines")
   parser.add_argument("--following", type=int, default=0, metavar="N",
                       help="with --workdir: generate N held-out procedural scenes with the trained model, with its "
                       "cameras and with a null camera, and compare (PSNR/SSIM vs ground truth, camera error)")
@@ -46,7 +51,8 @@ def main(argv=None) -> int:
   from camjax.eval import report
 
   opts = dict(trials=args.trials, mapper=args.mapper, seed=args.seed, protocols=tuple(args.protocols),
-              motion=not args.no_motion, min_registered=args.min_registered, log_fn=print)
+              motion=not args.no_motion, min_registered=args.min_registered, log_fn=print,
+              skip_frames=args.skip_frames)
   if args.intrinsics:
     opts["intrinsics"] = args.intrinsics
   try:
@@ -79,10 +85,16 @@ def _following(args) -> int:
   result = following.run_following(explorer.following_generator(), args.following, out,
                                    num_frames=explorer.num_frames, height=explorer.height, width=explorer.width,
                                    seed=args.seed, trials=args.trials, mapper=args.mapper,
-                                   protocols=tuple(args.protocols), min_registered=args.min_registered)
+                                   protocols=tuple(args.protocols), min_registered=args.min_registered,
+                                   skip_frames=args.skip_frames)
   print(f"camera following on {args.following} scenes; report: {out}/report.md")
-  for mode in following.MODES:
+  for mode in (*following.MODES, *following.BASELINES):
     print(f"  {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in result[mode].items()))
+  c = result["comparison"]
+  print(f"  true camera beats reversed on {c['true_beats_reversed']} of {c['num_scenes']} scenes; mean PSNR true - "
+        f"reversed {c['psnr_true_minus_reversed']:+.3g} dB, true - null {c['psnr_true_minus_null']:+.3g} dB; beats "
+        "repeat first frame: " + ", ".join(f"{k} {'yes' if v else 'no'}"
+                                           for k, v in c["model_beats"]["repeat_first_frame"].items()))
   return 0
 
 

@@ -1,5 +1,6 @@
-"""Frame quality against a ground-truth video (PSNR, SSIM) and appearance consistency across the clips of one
-exploration.
+"""Frame quality against a ground-truth video (PSNR, SSIM), the trivial baselines every quality table shows next to
+the model (`repeat_first_frame`, `mean_colour`, `copy_source`; `baseline_scores`), and appearance consistency across
+the clips of one exploration.
 
 Pixel convention (every function here): `uint8` videos are read as `[0, 255]`; floating videos as `[-1, 1]` when
 they hold a negative value, else `[0, 1]` (pass `value_range=(lo, hi)` to say it explicitly, which is safer for a
@@ -18,24 +19,35 @@ from camjax.eval.errors import EvalError
 PSNR_MAX_DB = 100.0  # PSNR of identical images (MSE floored at 1e-10 on [0, 1] pixels)
 
 
+def value_range_of(x, value_range: tuple[float, float] | None = None, name: str = "video") -> tuple[float, float]:
+  """The pixel range `(lo, hi)` of `x` under the module's convention (`value_range` when given).
+
+  Raises:
+    EvalError: a float video with values far outside `[-1, 1]` (e.g. `[0, 255]` floats) and no `value_range`, or
+      pixels neither uint8 nor floating.
+  """
+  if value_range is not None:
+    return value_range
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    return (0.0, 255.0)
+  if np.issubdtype(x.dtype, np.floating):
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if lo < -1.05 or hi > 1.05:
+      raise EvalError(f"{name}: float pixels span [{lo:.3g}, {hi:.3g}], outside [-1, 1]; pass uint8 frames or "
+                      "value_range=(lo, hi)")
+    return (-1.0, 1.0) if lo < 0 else (0.0, 1.0)
+  raise EvalError(f"{name}: pixels must be uint8 or floating, got {x.dtype}")
+
+
 def to_unit(x, value_range: tuple[float, float] | None = None, name: str = "video") -> np.ndarray:
-  """Maps pixels to float64 `[0, 1]` following the module's convention.
+  """Maps pixels to float64 `[0, 1]` following the module's convention (see `value_range_of`).
 
   Raises:
     EvalError: a float video with values far outside `[-1, 1]` (e.g. `[0, 255]` floats) and no `value_range`.
   """
   x = np.asarray(x)
-  if value_range is None:
-    if x.dtype == np.uint8:
-      value_range = (0.0, 255.0)
-    elif np.issubdtype(x.dtype, np.floating):
-      lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
-      if lo < -1.05 or hi > 1.05:
-        raise EvalError(f"{name}: float pixels span [{lo:.3g}, {hi:.3g}], outside [-1, 1]; pass uint8 frames or "
-                        "value_range=(lo, hi)")
-      value_range = (-1.0, 1.0) if lo < 0 else (0.0, 1.0)
-    else:
-      raise EvalError(f"{name}: pixels must be uint8 or floating, got {x.dtype}")
+  value_range = value_range_of(x, value_range, name)
   lo, hi = value_range
   if not hi > lo:
     raise EvalError(f"{name}: value_range {value_range} must have hi > lo")
@@ -164,4 +176,129 @@ def appearance_consistency(clips: Sequence[np.ndarray], *, overlap: int = 0, enc
     sim = feats @ feats.T
     iu = np.triu_indices(len(feats), k=1)
     out["feature_cosine"] = float(sim[iu].mean())
+  return out
+
+
+# ------------------------------------------------------------------------------------------- trivial baselines
+# Every quality table shows these next to the model, scored on the same clips (issue 16): a number means little
+# until the reader sees what a video that does nothing scores.
+BASELINES = ("repeat_first_frame", "mean_colour")  # needs only the ground truth
+BASELINE_NAMES = {"model": "model", "repeat_first_frame": "repeat first frame", "mean_colour": "mean colour",
+                  "copy_source": "copy the source"}
+
+
+def _video(video, name: str) -> np.ndarray:
+  v = np.asarray(video)
+  if v.ndim != 4 or v.shape[0] < 1 or v.shape[-1] not in (1, 3):
+    raise EvalError(f"{name}: expected a video [T, H, W, C] with T >= 1 and C in (1, 3), got shape {v.shape}")
+  return v
+
+
+def repeat_first_frame(video) -> np.ndarray:
+  """The frozen video: frame 0 of `video [T, H, W, C]` repeated `T` times, `[T, H, W, C]` of the same dtype.
+
+  What an I2V model that ignores its cameras and never moves scores (its first frame is the true one).
+
+  Raises:
+    EvalError: `video` is not `[T, H, W, C]`.
+  """
+  v = _video(video, "video")
+  return np.repeat(v[:1], len(v), axis=0)
+
+
+def mean_colour(video) -> np.ndarray:
+  """The structureless video: every pixel of every frame is the mean colour of `video [T, H, W, C]` over all its
+  frames and pixels; `[T, H, W, C]`, uint8 (rounded) when `video` is uint8, else `video`'s float dtype.
+
+  Applied to the ground truth this knows the true colour balance and nothing else (no edge, no motion).
+
+  Raises:
+    EvalError: `video` is not `[T, H, W, C]`.
+  """
+  v = _video(video, "video")
+  mean = v.astype(np.float64).mean(axis=(0, 1, 2))
+  mean = np.round(mean).astype(np.uint8) if v.dtype == np.uint8 else mean.astype(v.dtype)
+  return np.broadcast_to(mean, v.shape).copy()
+
+
+def copy_source(source_video) -> np.ndarray:
+  """The video-to-video baseline: the source video itself, unchanged (`[T, H, W, C]` in, the same array out).
+
+  Raises:
+    EvalError: `source_video` is not `[T, H, W, C]`.
+  """
+  return _video(source_video, "source video")
+
+
+def frames_label(skip_frames: int) -> str:
+  """How a table header names the frames that PSNR/SSIM are computed on, e.g. "frames 1..T-1"."""
+  return "frames 0..T-1, all" if skip_frames == 0 else f"frames {skip_frames}..T-1"
+
+
+def frame_quality(video, gt, *, skip_frames: int = 1, value_range: tuple[float, float] | None = None
+                  ) -> dict[str, float]:
+  """PSNR (dB) and SSIM of `video` against `gt`, both `[T, H, W, C]`, on frames `skip_frames..T-1` only.
+
+  The first `skip_frames` frames are the condition frames (an I2V model's clean first frame is copied from the
+  ground truth), which would otherwise lift every score towards 100 dB / 1. Each video is mapped to `[0, 1]` on
+  ALL its frames (module convention) before the condition frames are dropped.
+
+  Returns:
+    `{"psnr": dB, "ssim": unitless}`, means over the frames scored.
+
+  Raises:
+    EvalError: shapes differ, not `[T, H, W, C]`, or `skip_frames` not in `[0, T)`.
+  """
+  a, b = _video(video, "video"), _video(gt, "ground truth")
+  if a.shape != b.shape:
+    raise EvalError(f"video shape {a.shape} differs from the ground truth's {b.shape}")
+  _check_skip(skip_frames, len(b))
+  a, b = to_unit(a, value_range, "video")[skip_frames:], to_unit(b, value_range, "ground truth")[skip_frames:]
+  return {"psnr": psnr(a, b, (0.0, 1.0)), "ssim": ssim(a, b, (0.0, 1.0))}
+
+
+def _check_skip(skip_frames, num_frames: int) -> None:
+  if isinstance(skip_frames, bool) or not isinstance(skip_frames, (int, np.integer)) or \
+      not 0 <= skip_frames < num_frames:
+    raise EvalError(f"skip_frames must be an integer in [0, {num_frames}) for a {num_frames}-frame video (frames "
+                    f"after the condition frames are scored), got {skip_frames!r}")
+
+
+def baseline_scores(gt, generated=None, *, source=None, skip_frames: int = 1,
+                    value_range: tuple[float, float] | None = None) -> dict[str, dict[str, float]]:
+  """PSNR (dB) and SSIM against the ground truth of the model and of the trivial baselines, on the same frames.
+
+  Every video is scored with `frame_quality` on frames `skip_frames..T-1` (the frames after the condition frames).
+  The baselines are built from the ground truth (`repeat_first_frame(gt)`, `mean_colour(gt)`) and, for
+  video-to-video, from the source (`copy_source(source)`); they are scored in the ground truth's pixel range.
+
+  Args:
+    gt: the ground-truth video `[T, H, W, C]`.
+    generated: the model's video `[T, H, W, C]`, or None for the baselines alone.
+    source: the source video of a video-to-video task `[T, H, W, C]`, or None.
+    skip_frames: condition frames left out of every score (default 1: the I2V first frame).
+    value_range: pixel range of every video (module convention when None).
+
+  Returns:
+    `{"model": {"psnr", "ssim"}` (only with `generated`), `"repeat_first_frame": {...}, "mean_colour": {...},
+    "copy_source": {...}` (only with `source`)`}`.
+
+  Raises:
+    EvalError: a video is not `[T, H, W, C]` of the ground truth's shape, or a bad `skip_frames`.
+  """
+  gt = _video(gt, "ground truth")
+  gt_range = value_range_of(gt, value_range, "ground truth")
+  out = {}
+  if generated is not None:
+    out["model"] = frame_quality(generated, gt, skip_frames=skip_frames, value_range=value_range)
+  else:
+    _check_skip(skip_frames, len(gt))
+  # Baselines are built in the ground truth's range: a mean-colour video of a [-1, 1] clip may hold no negative
+  # value, which the convention alone would read as [0, 1].
+  out["repeat_first_frame"] = frame_quality(repeat_first_frame(gt), gt, skip_frames=skip_frames, value_range=gt_range)
+  out["mean_colour"] = frame_quality(mean_colour(gt), gt, skip_frames=skip_frames, value_range=gt_range)
+  if source is not None:
+    src = copy_source(source)
+    out["copy_source"] = frame_quality(to_unit(src, value_range, "source video"), to_unit(gt, gt_range),
+                                       skip_frames=skip_frames, value_range=(0.0, 1.0))
   return out

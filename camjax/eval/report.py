@@ -24,7 +24,7 @@ import numpy as np
 
 from camjax.eval.camera import PROTOCOLS, UNITS, camera_accuracy, summary
 from camjax.eval.errors import EvalError
-from camjax.eval.quality import psnr, ssim
+from camjax.eval.quality import BASELINE_NAMES, BASELINES, baseline_scores, frames_label
 from camjax.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,10 @@ TABLE_COLUMNS = (  # (key in a video's metrics, header)
     ("cameractrl2/trans_err", "TransErr (CC2)"), ("cami2v/rot_err", "RotErr rad Σ (CamI2V)"),
     ("cami2v/trans_err", "TransErr Σ (CamI2V)"), ("cami2v/cammc", "CamMC Σ (CamI2V)"),
     ("track2view/rot_err", "RotErr° (T2V)"), ("track2view/trans_err", "TransErr (T2V)"),
-    ("motion_strength", "motion px/frame"), ("psnr", "PSNR dB"), ("ssim", "SSIM"))
+    ("motion_strength", "motion px/frame"), ("psnr", "PSNR dB"), ("ssim", "SSIM"),
+    *((f"{b}/{m}", f"{BASELINE_NAMES[b]} {h}") for b in BASELINES for m, h in (("psnr", "PSNR dB"), ("ssim", "SSIM"))))
+# Columns scored against the ground truth on the frames after the condition frames (their headers say which).
+QUALITY_KEYS = ("psnr", "ssim", *(f"{b}/{m}" for b in BASELINES for m in ("psnr", "ssim")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,10 +134,13 @@ def read_cameras(path, image_size: tuple[int, int], normalised_by: str = "frames
 
 def evaluate_sample(sample: Sample, *, trials: int = 3, mapper: str = "global", seed: int = 0,
                     protocols: Sequence[str] = PROTOCOLS, motion: bool = True, min_registered: float = 1.0,
-                    intrinsics: str = "frames") -> dict:
+                    intrinsics: str = "frames", skip_frames: int = 1) -> dict:
   """Metrics of one sample: camera accuracy (when it has cameras), motion strength, PSNR/SSIM vs ground truth.
 
-  `intrinsics` says how the camera file's intrinsics are normalised (see `read_cameras`).
+  `intrinsics` says how the camera file's intrinsics are normalised (see `read_cameras`). With a ground truth,
+  `psnr` (dB) and `ssim` score the generated video on frames `skip_frames..T-1` (after the condition frames, which
+  are copied from the ground truth), and `repeat_first_frame/psnr`, `repeat_first_frame/ssim`, `mean_colour/psnr`,
+  `mean_colour/ssim` score the trivial baselines on the same frames (`quality.baseline_scores`).
 
   Returns:
     `{"name", "caption", "num_frames", "metrics": {flat numbers}, "camera": camera_accuracy result or None,
@@ -165,7 +171,9 @@ def evaluate_sample(sample: Sample, *, trials: int = 3, mapper: str = "global", 
     if gt.shape != frames.shape:
       raise EvalError(f"{sample.ground_truth}: shape {gt.shape} differs from the generated video's {frames.shape}")
     row["ground_truth_frames"] = gt
-    row["metrics"].update(psnr=psnr(frames, gt), ssim=ssim(frames, gt))
+    scores = baseline_scores(gt, frames, skip_frames=skip_frames)
+    row["metrics"].update(scores.pop("model"))
+    row["metrics"].update({f"{b}/{m}": v for b, s in scores.items() for m, v in s.items()})
   return row
 
 
@@ -173,8 +181,13 @@ def evaluate_samples(samples: Sequence[Sample], out_dir, *, title: str = "camjax
                      skipped: Sequence[dict] = (), **opts) -> dict:
   """Evaluates `samples` (`evaluate_sample` options in `opts`), writes the report into `out_dir`, returns the
   JSON-able result (`settings`, `aggregate`, `videos`, `skipped`). A sample that cannot be evaluated gets an `error`
-  row; `skipped` (`{"name", "video", "reason"}`, videos left out before evaluation) is reported as given."""
+  row; `skipped` (`{"name", "video", "reason"}`, videos left out before evaluation) is reported as given.
+
+  With ground truths, `baselines` holds the mean PSNR (dB) / SSIM over those videos of the model and of each
+  trivial baseline, e.g. `result["baselines"]["repeat_first_frame"]["psnr"]`, all on frames `skip_frames..T-1`
+  (`quality_frames` names them)."""
   log_fn = log_fn or log.info
+  opts.setdefault("skip_frames", 1)
   for s in skipped:
     log_fn(f"{s['name']}: skipped ({s['reason']})")
   rows = []
@@ -194,8 +207,23 @@ def evaluate_samples(samples: Sequence[Sample], out_dir, *, title: str = "camjax
   settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
   result = {"title": title, "settings": settings, "aggregate": aggregate([r["metrics"] for r in rows]),
             "num_videos": len(rows), "num_errors": sum("error" in r for r in rows), "videos": rows,
-            "num_skipped": len(skipped), "skipped": [dict(s) for s in skipped]}
+            "num_skipped": len(skipped), "skipped": [dict(s) for s in skipped],
+            "quality_frames": frames_label(opts["skip_frames"]),
+            "num_with_ground_truth": sum("psnr" in r["metrics"] for r in rows),
+            "baselines": baseline_means([r["metrics"] for r in rows])}
   return write_report(out_dir, result)
+
+
+def baseline_means(metrics: Sequence[dict]) -> dict[str, dict[str, float]]:
+  """`{"model" | baseline: {"psnr", "ssim"}}`: means over the videos scored against a ground truth (those with a
+  `psnr`); `{}` when none was."""
+  scored = [m for m in metrics if "psnr" in m]
+  if not scored:
+    return {}
+  out = {"model": {k: float(np.mean([m[k] for m in scored])) for k in ("psnr", "ssim")}}
+  for b in BASELINES:
+    out[b] = {k: float(np.mean([m[f"{b}/{k}"] for m in scored])) for k in ("psnr", "ssim")}
+  return out
 
 
 def aggregate(metrics: Sequence[dict]) -> dict[str, float]:
@@ -308,9 +336,28 @@ def jsonable(x):
   return None  # Cameras and other objects stay out of metrics.json
 
 
+def quality_table(baselines: dict | None, frames: str, num_videos: int | None = None) -> list[str]:
+  """Markdown lines of the model-vs-trivial-baselines table (rows: model, then `baselines`' other entries, e.g.
+  `baseline_means`'s); no lines when `baselines` is empty."""
+  if not baselines:
+    return []
+  over = f"; mean over {num_videos} video{'s' * (num_videos != 1)} with a ground truth" if num_videos else ""
+  lines = ["", f"## Frame quality against the ground truth ({frames}{over})", "",
+           f"| video | PSNR dB ({frames}) | SSIM ({frames}) |", "|---|---|---|"]
+  for name, scores in baselines.items():
+    label = BASELINE_NAMES.get(name, name)
+    lines.append(f"| {label if name == 'model' else 'baseline: ' + label} | {_fmt(scores['psnr'])} | "
+                 f"{_fmt(scores['ssim'])} |")
+  return lines
+
+
 def write_report(out_dir, result: dict) -> dict:
   """Writes `report.md`, `metrics.json`, `frusta_<name>.png` (GT vs estimated cameras) and `strip_<name>.png`
-  (generated frames, ground truth below when known) for `evaluate_samples`' result; returns the JSON-able result."""
+  (generated frames, ground truth below when known) for `evaluate_samples`' result; returns the JSON-able result.
+
+  report.md: settings, the aggregate table, the model-vs-baselines table (with ground truths: model, repeat first
+  frame, mean colour; PSNR/SSIM on `quality_frames`), the per-video table (the baselines' PSNR/SSIM columns next to
+  the model's), skipped videos, then strips and frusta per sample."""
   from camjax.geometry.plot import plot_trajectories
 
   out_dir = Path(out_dir)
@@ -319,11 +366,17 @@ def write_report(out_dir, result: dict) -> dict:
            "", "Protocol and metric definitions: docs/evaluation.md. CamI2V errors are SUMS over frames (radians); "
            "CameraCtrl II and Track2View errors are MEANS (degrees). `–` = undefined (SfM failed, or the protocol "
            "needs camera translation).", "", "## Aggregate (mean over videos)", "", "| metric | value |", "|---|---|"]
+  frames = result.get("quality_frames", frames_label(1))
   for k, v in result["aggregate"].items():
-    lines.append(f"| {k} | {_fmt(v)} |")
+    lines.append(f"| {k}{f' ({frames})' if k in QUALITY_KEYS else ''} | {_fmt(v)} |")
+  lines += quality_table(result.get("baselines"), frames, result.get("num_with_ground_truth"))
   present = [(k, h) for k, h in TABLE_COLUMNS if any(k in r["metrics"] for r in result["videos"])]
-  headers = [h for _, h in present] or ["result"]  # an error needs a cell even when no video has a metric
-  lines += ["", "## Per video", "", "| video | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
+  headers = [f"{h} ({frames})" if k in ("psnr", "ssim") else h for k, h in present] or ["result"]  # error cell
+  lines += ["", "## Per video", ""]
+  if any(k in QUALITY_KEYS for k, _ in present):
+    lines += [f"PSNR and SSIM columns (the model's and the baselines') are against the ground truth on {frames}, "
+              "after the condition frames.", ""]
+  lines += ["| video | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
   for r in result["videos"]:
     if "error" in r:
       lines.append(f"| {table_cell(r['name'])} | error: {table_cell(r['error'])} |" + " |" * (len(headers) - 1))
@@ -365,34 +418,48 @@ def write_report(out_dir, result: dict) -> dict:
   return json_result
 
 
+_SCENE_CONTROLS = ("true_beats_reversed", "psnr_true_minus_reversed", "psnr_true_minus_null")
+
+
 def write_following_report(out_dir, result: dict, title: str = "Camera following on procedural scenes") -> dict:
   """Report of `following.camera_following`: a table of its modes (camera-conditioned, null camera, reversed
-  camera), per-scene rows, strips (ground truth, then one row per mode) and frusta; writes `report.md` and
-  `metrics.json` into `out_dir`."""
+  camera) next to the trivial baselines (repeat first frame, mean colour), the controls (true vs reversed and null
+  camera per scene, model vs baselines), per-scene rows, strips (ground truth, then one row per mode and baseline)
+  and frusta; writes `report.md` and `metrics.json` into `out_dir`."""
   from camjax.eval.following import MODES
   from camjax.geometry.plot import plot_trajectories
 
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   modes = tuple(m for m in MODES if m in result)
-  names = {"camera": "camera-conditioned", "null_camera": "null camera", "reversed_camera": "reversed camera"}
+  cols = modes + tuple(b for b in BASELINES if b in result)
+  names = {"camera": "camera-conditioned", "null_camera": "null camera", "reversed_camera": "reversed camera",
+           **{b: f"baseline: {BASELINE_NAMES[b]}" for b in BASELINES}}
+  frames = frames_label(result.get("skip_frames", 1))
   keys = list(result["camera"])
+  label = {"psnr": f"PSNR dB ({frames})", "ssim": f"SSIM ({frames})"}
   lines = [f"# {title}", "", f"{result['num_scenes']} procedurally rendered scenes; the same model generates each "
            "with its cameras, with a null camera and with the reversed trajectory; every video is scored against "
-           "the scene's true video and cameras (docs/evaluation.md).", "",
-           "| metric | " + " | ".join(names[m] for m in modes) + " |", "|---" * (len(modes) + 1) + "|"]
-  lines += [f"| {k} | " + " | ".join(_fmt(result[m][k]) for m in modes) + " |" for k in keys]
+           "the scene's true video and cameras (docs/evaluation.md). The baselines are built from the true video "
+           "without a model (no SfM run on them: `–`).", "",
+           "| metric | " + " | ".join(names[m] for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  lines += [f"| {label.get(k, k)} | " + " | ".join(_fmt(result[m].get(k)) for m in cols) + " |" for k in keys]
+  lines += _following_controls(result, frames)
   lines += ["", "## Scenes", ""]
   for r in result["per_scene"]:
     i = r["scene"]
     lines.append(f"### scene {i} ({table_cell(r.get('trajectory', ''))}): {table_cell(r['caption'])}")
     lines.append("")
-    lines.append("| mode | " + " | ".join(keys) + " |")
+    lines.append("| mode | " + " | ".join(label.get(k, k) for k in keys) + " |")
     lines.append("|---" * (len(keys) + 1) + "|")
-    for m in modes:
-      lines.append(f"| {m} | " + " | ".join(_fmt(r[m][k]) for k in keys) + " |")
+    for m in cols:
+      lines.append(f"| {m} | " + " | ".join(_fmt(r[m].get(k)) for k in keys) + " |")
+    if "psnr_true_minus_reversed" in r:
+      lines.append(f"\nPSNR true − reversed camera: {_signed(r['psnr_true_minus_reversed'])} dB (true beats "
+                   f"reversed: {'yes' if r['true_beats_reversed'] else 'no'}); true − null camera: "
+                   f"{_signed(r['psnr_true_minus_null'])} dB.")
     gt_frames = r.get("ground_truth")
-    shown = [m for m in modes if r["videos"].get(m) is not None]
+    shown = [m for m in cols if r["videos"].get(m) is not None]
     videos = ([gt_frames] if gt_frames is not None else []) + [r["videos"][m] for m in shown]
     write_png(out_dir / f"strip_scene{i}.png", strip(videos))
     rows = (["ground truth"] if gt_frames is not None else []) + [names[m] for m in shown]
@@ -405,11 +472,41 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
                           out_dir / f"frusta_scene{i}.png", every=max(1, gt.num_frames // 8))
         lines.append(f"![scene {i} cameras](frusta_scene{i}.png)")
     lines.append("")
-  json_result = jsonable({**{m: result[m] for m in modes}, "num_scenes": result["num_scenes"],
-                           "per_scene": [{k: r[k] for k in ("scene", "caption", "trajectory", *modes)}
-                                         for r in result["per_scene"]]})
+  per_scene_keys = ("scene", "caption", "trajectory", *cols, *_SCENE_CONTROLS)
+  json_result = jsonable({**{m: result[m] for m in cols}, "num_scenes": result["num_scenes"],
+                          **{k: result[k] for k in ("skip_frames", "comparison") if k in result},
+                          "per_scene": [{k: r[k] for k in per_scene_keys if k in r} for r in result["per_scene"]]})
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(json_result, f, indent=1)
   with atomic_write(out_dir / "report.md") as f:
     f.write("\n".join(lines) + "\n")
   return json_result
+
+
+def _signed(v: float) -> str:
+  return "–" if v is None or not math.isfinite(v) else f"{v:+.3g}"
+
+
+def _following_controls(result: dict, frames: str) -> list[str]:
+  """The "Controls" section of the following report: true vs reversed / null camera, model vs baselines, and a
+  per-scene table of the PSNR differences (no lines when the result has no `comparison`)."""
+  c = result.get("comparison")
+  if not c:
+    return []
+  lines = ["", f"## Controls (PSNR/SSIM on {frames})", "", "| control | value |", "|---|---|",
+           f"| scenes where the true camera beats the reversed one (PSNR) | {c['true_beats_reversed']} of "
+           f"{c['num_scenes']} |",
+           f"| mean PSNR true − reversed camera (dB) | {_signed(c['psnr_true_minus_reversed'])} |",
+           f"| mean PSNR true − null camera (dB) | {_signed(c['psnr_true_minus_null'])} |"]
+  for b, beats in c["model_beats"].items():
+    for k, unit in (("psnr", " dB"), ("ssim", "")):
+      lines.append(f"| camera-conditioned beats {BASELINE_NAMES[b]} in mean {k.upper()} | "
+                   f"{'yes' if beats[k] else 'no'} ({_fmt(result['camera'][k])} vs {_fmt(result[b][k])}{unit}) |")
+  lines += ["", "| scene | trajectory | PSNR dB camera | PSNR dB reversed | true − reversed dB | true beats reversed "
+            "| PSNR dB null | true − null dB | PSNR dB repeat first frame |", "|---" * 9 + "|"]
+  for r in result["per_scene"]:
+    lines.append(f"| {r['scene']} | {table_cell(r.get('trajectory', ''))} | {_fmt(r['camera']['psnr'])} | "
+                 f"{_fmt(r['reversed_camera']['psnr'])} | {_signed(r['psnr_true_minus_reversed'])} | "
+                 f"{'yes' if r['true_beats_reversed'] else 'no'} | {_fmt(r['null_camera']['psnr'])} | "
+                 f"{_signed(r['psnr_true_minus_null'])} | {_fmt(r['repeat_first_frame']['psnr'])} |")
+  return lines

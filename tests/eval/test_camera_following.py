@@ -92,9 +92,13 @@ def test_camera_following_ground_truth_vs_frozen_frame(clip, tmp_path):
   assert rev["psnr"] < 30 and rev["cameractrl2/trans_err"] > 5 * cam["cameractrl2/trans_err"]
   assert cam["success_ratio"] == 1.0 and cam["cameractrl2/rot_err"] < 1.0
   assert null["success_ratio"] == 0.0 and np.isnan(null["cameractrl2/rot_err"])
+  # The null-camera fake is the frozen first frame: the repeat-first-frame baseline, computed without a model.
+  assert res["repeat_first_frame"]["psnr"] == pytest.approx(null["psnr"]) and res["mean_colour"]["psnr"] < 30
+  assert res["comparison"]["true_beats_reversed"] == 1 and res["comparison"]["psnr_true_minus_reversed"] > 60
   out = write_following_report(tmp_path, res)
   text = (tmp_path / "report.md").read_text()
-  assert "| psnr | 100 |" in text and "reversed camera" in text and (tmp_path / "strip_scene0.png").is_file()
+  assert "| PSNR dB (frames 1..T-1) | 100 |" in text and "reversed camera" in text
+  assert "baseline: repeat first frame" in text and (tmp_path / "strip_scene0.png").is_file()
   assert (tmp_path / "frusta_scene0.png").is_file() and out["camera"]["success_ratio"] == 1.0
   with pytest.raises(EvalError, match="generate returned"):
     camera_following(lambda f, c, t, null_camera: clip.frames[:5], [clip], trials=1)

@@ -64,11 +64,15 @@ def test_cli_workdir_writes_the_report(workdir, capsys):
   m = good["metrics"]
   assert m["success_ratio"] == 1.0 and m["cameractrl2/rot_err"] < 1.0
   assert m["psnr"] == 100.0 and m["ssim"] == pytest.approx(1.0)  # ground truth = the same file
+  assert m["repeat_first_frame/psnr"] < 40 and m["mean_colour/ssim"] < m["ssim"]  # the trivial baselines, frames 1..
+  assert metrics["baselines"]["repeat_first_frame"]["psnr"] == pytest.approx(m["repeat_first_frame/psnr"])
+  assert metrics["baselines"]["model"]["psnr"] == 100.0 and metrics["quality_frames"] == "frames 1..T-1"
   assert m["motion_strength"] >= 0.0
   assert metrics["aggregate"]["cameractrl2/rot_err"] == pytest.approx(m["cameractrl2/rot_err"])
   assert metrics["units"]["cami2v/rot_err"].startswith("rad")
   report = (out / "report.md").read_text()
   assert "| sample_0 | 1 |" in report and "error: " in report
+  assert "| baseline: repeat first frame |" in report and "PSNR dB (frames 1..T-1)" in report
   for f in ("strip_sample_0.png", "frusta_sample_0.png"):
     assert (out / f).stat().st_size > 1000
   assert "report:" in capsys.readouterr().out
