@@ -15,18 +15,29 @@ Cases:
 
 Run: `python benchmarks/dit.py` (the two CPU cases), or e.g.
 `python benchmarks/dit.py --case wan1_3b_full [--attention xla] [--iters 10] [--peak_tflops 989]`.
+
+`python benchmarks/dit.py --vs_torch` (needs the `parity` extra: torch + diffusers) times ONE train step (forward +
+backward + AdamW, flow-matching MSE) of the same model in camjax and in diffusers' `WanTransformer3DModel` (torch,
+CPU, all cores), interleaved in one run so both see the same machine load: the CPU default's DiT (4 layers, width
+128, FFN 512, 16 latent channels, text 16 x 64) on latents [2, 5, 16, 16, 16] = 320 tokens at batch 2, no camera
+input (diffusers has none). It prints both medians and the ratio torch / camjax (> 1: camjax is faster).
 Record results in docs/benchmarks.md with the machine.
 """
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
+from camjax import xla_flags
+
+xla_flags.apply_defaults()  # what the main job runs with (CAMJAX_XLA_DEFAULTS=0 measures without)
+
+import jax  # noqa: E402  pylint: disable=wrong-import-position
+import jax.numpy as jnp  # noqa: E402  pylint: disable=wrong-import-position
 import optax
 from flax import nnx
 
@@ -181,6 +192,104 @@ def run_case(name: str, case: Case, args, peak_tflops):
   report(name, "train step", compile_s, step_s, tokens, 3 * fwd_flops, peak_tflops)
 
 
+VS_TORCH = dict(num_heads=4, head_dim=32, ffn_dim=512, num_layers=4, in_channels=16, out_channels=16, text_dim=64,
+                freq_dim=256, camera=False, cond_mask=False, remat="full")  # remat: the CPU default's setting
+VS_TORCH_SHAPE = (2, 5, 16, 16, 16)  # [B, T, H, W, C] latents: 2 x 5 x 8 x 8 = 320 tokens after the (1, 2, 2) patchify
+VS_TORCH_TEXT = 16
+
+
+def camjax_train_step(cfg, shape, text_len):
+  """A `step()` closure running one donated, jitted camjax train step (AdamW, flow-matching MSE) per call."""
+  model = WanDiT.create(cfg, seed=0)
+  graphdef, params = nnx.split(model)
+  tx = optax.adamw(1e-4)
+  keys = jax.random.split(jax.random.key(1), 3)
+  x0 = jax.random.normal(keys[0], shape, jnp.float32)
+  text = jax.random.normal(keys[1], (shape[0], text_len, cfg.text_dim), jnp.float32)
+  objective = FlowMatching()
+
+  def loss_fn(params, rng):
+    noise_rng, sigma_rng = jax.random.split(rng)
+    noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
+    sigma = objective.sample_sigma(sigma_rng, x0.shape[0])
+    x_t = objective.add_noise(x0, noise, sigma)
+    pred = nnx.merge(graphdef, params)(x_t, objective.model_timesteps(sigma), text)
+    return jnp.mean((pred - objective.target(x0, noise)) ** 2)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  state = [params, tx.init(params), jax.random.key(0)]
+
+  def run():
+    state[2] = jax.random.fold_in(state[2], 1)
+    state[0], state[1], loss = step(*state)
+    return jax.block_until_ready(loss)
+
+  return run, num_params(model)
+
+
+def torch_train_step(cfg, shape, text_len):
+  """The same step in diffusers' `WanTransformer3DModel` (torch, float32, CPU): forward, MSE, backward, AdamW."""
+  import diffusers  # pylint: disable=import-outside-toplevel
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  model = diffusers.WanTransformer3DModel(
+      patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
+      in_channels=cfg.in_channels, out_channels=cfg.out_channels, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
+      ffn_dim=cfg.ffn_dim, num_layers=cfg.num_layers, cross_attn_norm=cfg.cross_attn_norm,
+      qk_norm="rms_norm_across_heads", eps=cfg.eps, rope_max_seq_len=cfg.rope_max_seq_len).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+  b, t, h, w, c = shape
+  x0 = torch.randn(b, c, t, h, w)
+  text = torch.randn(b, text_len, cfg.text_dim)
+
+  def run():
+    noise = torch.randn_like(x0)
+    sigma = torch.rand(b).view(b, 1, 1, 1, 1)
+    x_t = (1 - sigma) * x0 + sigma * noise
+    pred = model(x_t, sigma.view(b) * 1000, text, return_dict=False)[0]
+    loss = torch.mean((pred - (noise - x0)) ** 2)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss)
+
+  return run, sum(p.numel() for p in model.parameters())
+
+
+def vs_torch(iters: int):
+  """Interleaved camjax / torch train steps of the same DiT (module docstring); prints medians and the ratio."""
+  cfg = preset("toy", **VS_TORCH)
+  b, t, h, w, _ = VS_TORCH_SHAPE
+  tokens = b * t * (h // 2) * (w // 2)
+  jax_step, jax_params = camjax_train_step(cfg, VS_TORCH_SHAPE, VS_TORCH_TEXT)
+  torch_step, torch_params = torch_train_step(cfg, VS_TORCH_SHAPE, VS_TORCH_TEXT)
+  print(f"[vs_torch] {cfg.num_layers} layers, width {cfg.dim}, ffn {cfg.ffn_dim}, latents {list(VS_TORCH_SHAPE)} "
+        f"= {tokens // b} tokens/sample, {tokens} per step; remat {cfg.remat}; XLA_FLAGS {os.environ.get('XLA_FLAGS', '')!r}; params camjax {jax_params:,} / torch {torch_params:,}")
+  start = time.perf_counter()
+  jax_step()
+  print(f"[vs_torch] camjax compile + first step {time.perf_counter() - start:.1f} s")
+  for _ in range(3):  # warm-up both
+    jax_step()
+    torch_step()
+  times = {"camjax": [], "torch": []}
+  for _ in range(iters):
+    for name, fn in (("camjax", jax_step), ("torch", torch_step)):
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  med = {k: statistics.median(v) for k, v in times.items()}
+  for k in ("camjax", "torch"):
+    print(f"[vs_torch] {k}: {med[k] * 1e3:.1f} ms/step (median of {iters}, min {min(times[k]) * 1e3:.1f}), "
+          f"{tokens / med[k]:,.0f} tokens/s")
+  print(f"[vs_torch] ratio torch/camjax = {med['torch'] / med['camjax']:.2f} (> 1: camjax faster)")
+
+
 def report(name, what, compile_s, seconds, tokens, flops, peak_tflops):
   achieved = flops / seconds / 1e12
   mfu = f"{100 * achieved / peak_tflops:.1f}%" if peak_tflops else "n/a"
@@ -197,9 +306,17 @@ def main():
                       help=f"peak FLOP/s of the device for MFU (default: {GPU_PEAK_TFLOPS:g} on GPU, none on CPU)")
   parser.add_argument("--attention", choices=("xla", "cudnn"), default=None,
                       help="attention implementation (default: the case's; cudnn for wan1_3b_full, xla otherwise)")
+  parser.add_argument("--vs_torch", action="store_true",
+                      help="time one train step of the CPU default's DiT in camjax and in diffusers (torch), "
+                           "interleaved, and print the ratio")
   args = parser.parse_args()
   if args.iters < 1:
     parser.error("--iters must be >= 1")
+  if args.vs_torch:
+    print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
+          f", jax {jax.__version__}")
+    vs_torch(max(args.iters, 20))
+    return
   names = args.case or list(CPU_CASES)
 
   backend = jax.default_backend()

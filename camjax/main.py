@@ -119,6 +119,8 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/cameractrl2.py")
+  from camjax import xla_flags  # pylint: disable=import-outside-toplevel
+  xla_flags.apply_defaults()  # before jax starts a backend
   _init_distributed()
   import jax  # pylint: disable=import-outside-toplevel
 

@@ -42,7 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # WAN 2.1 DiT (camjax.models.WanConfig fields) on top of a named size.
   c.model = ml_collections.ConfigDict(dict(
       preset="toy", num_heads=4, head_dim=32, ffn_dim=512, num_layers=4, camera=True, cond_mask=True,
-      dtype="float32", remat="none", scan_layers=True, attention="xla",
+      # remat "full": on CPU recomputing a block in the backward beats storing its activations (the train step of the
+      # CPU default: 125 -> 109 ms, docs/benchmarks.md); the WAN variants set their own.
+      dtype="float32", remat="full", scan_layers=True, attention="xla",
       pretrained="",  # diffusers WanTransformer3DModel folder to load
   ))
   # kind: "pixel" (lossless space-to-depth, `channels` = colour channels) | "precomputed" (records carry VAE latents
