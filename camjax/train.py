@@ -657,32 +657,35 @@ def _restore_newest_good(mngr, make_args) -> tuple[Any, int | None]:
   return None, None
 
 
-def _restore(mngr, state, data_iter):
-  """Newest good checkpoint -> (state, step, data iterator restored?); (state, None, False) when there is none.
+def _restore(mngr, state, iterator_at):
+  """Newest good checkpoint -> (state, step, data iterator, data iterator restored?); with no checkpoint,
+  (state, None, `iterator_at(0)`, False).
 
-  The Grain state is per process (`data/process_i-of-n.json`); a checkpoint written by a different number of processes
-  restores the train state only, and the caller rebuilds the iterator at the step's position in the global stream.
-  A checkpoint that fails to restore or whose values are non-finite or differ from the fingerprint saved with them
-  is skipped (and named) in favour of the previous one.
+  `iterator_at(step)` builds a fresh data iterator of the phase `step` belongs to; the Grain state is per process
+  (`data/process_i-of-n.json`), so a checkpoint written by a different number of processes restores the train state
+  only, and the caller rebuilds the iterator at the step's position in the global stream. A checkpoint that fails to
+  restore, or whose values are non-finite or differ from the fingerprint saved with them, is skipped (and named) in
+  favour of the previous one.
   """
   import grain  # pylint: disable=import-outside-toplevel
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-  layouts = {}
+  tried = {}
 
   def make_args(step):
     data_file = (Path(mngr.directory) / str(step) / "data" /
                  f"process_{jax.process_index()}-of-{jax.process_count()}.json")
-    layouts[step] = bool(np.all(_allgather(data_file.exists())))
+    same_layout = bool(np.all(_allgather(data_file.exists())))
+    tried[step] = (iterator_at(step), same_layout)
     args = dict(state=ocp.args.StandardRestore(target))
-    if layouts[step]:
-      args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    if same_layout:
+      args["data"] = grain.checkpoint.CheckpointRestore(tried[step][0])
     return args
 
   restored, step = _restore_newest_good(mngr, make_args)
   if step is None:
-    return state, None, False
-  return restored["state"], step, layouts[step]
+    return state, None, iterator_at(0), False
+  return restored["state"], step, *tried[step]
 
 
 def _allgather(x) -> np.ndarray:
@@ -812,19 +815,15 @@ def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSum
       return datasets[key]
 
     mngr = checkpoint_manager(workdir, config)
-    latest = mngr.latest_step() or 0
-    cur = next(i for i, ph in enumerate(phases) if latest <= ph.end or i == len(phases) - 1)
-    phase = phases[cur]
-    data_iter = make_train_iterator(phase.config, dataset_of(phase))
-    state, resumed, data_restored = _restore(mngr, state, data_iter)
+    phase_at = lambda step: next(i for i, ph in enumerate(phases) if step <= ph.end or i == len(phases) - 1)
+    # The data iterator of the phase a checkpoint step belongs to (each restore attempt gets a fresh one).
+    iterator_at = lambda step: make_train_iterator(phases[phase_at(step)].config, dataset_of(phases[phase_at(step)]))
+    state, resumed, data_iter, data_restored = _restore(mngr, state, iterator_at)
     start = int(state["step"])
+    cur = phase_at(start)
+    phase = phases[cur]
     if resumed is not None:
       log.info("resumed from step %d", resumed)
-      cur = next(i for i, ph in enumerate(phases) if start <= ph.end or i == len(phases) - 1)
-      if phases[cur] is not phase:  # fell back to a checkpoint of an earlier phase
-        phase = phases[cur]
-        data_iter = make_train_iterator(phase.config, dataset_of(phase))
-        state, resumed, data_restored = _restore(mngr, state, data_iter)
       if not data_restored:
         log.warning("checkpoint written by another number of processes: data resumes at global batch %d", start)
         data_iter = make_train_iterator(phase.config, dataset_of(phase), start_step=start - phase.start)

@@ -187,10 +187,11 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, traine
   DAMAGES[damage](workdir / "checkpoints" / "4")
   config, mesh, model, sampler = models
   with sharding.use_mesh(mesh), caplog.at_level(logging.WARNING, logger="camjax.train"):
-    data_iter = train.make_train_iterator(config, train.prepare_dataset(config, workdir))
+    dataset = train.prepare_dataset(config, workdir)
     mngr = train.checkpoint_manager(workdir, config)
     try:
-      state, step, _ = train._restore(mngr, model.state, data_iter)  # pylint: disable=protected-access
+      state, step, _, _ = train._restore(  # pylint: disable=protected-access
+          mngr, model.state, lambda _: train.make_train_iterator(config, dataset))
     finally:
       mngr.close()
     assert step == 2 and int(state["step"]) == 2
