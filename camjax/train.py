@@ -773,21 +773,25 @@ def train_and_evaluate(config, workdir, preemption: Preemption | None = None) ->
   validate_config(config)
   workdir = wd.ensure_dir(workdir)
   lock = wd.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
-  error = None
+  _on_process_zero(lock.__enter__, workdir)
   try:
-    lock.__enter__()
-  except wd.WorkdirError as e:
-    error = e
-  if not np.all(_allgather(error is None)):
-    raise error or wd.WorkdirLockedError(f"workdir {workdir} is in use by another camjax job (seen by process 0)")
-  try:
-    if jax.process_index() == 0:
-      wd.check_compatible(workdir, config)
-      wd.save_config(workdir, config)
-    _sync("workdir checked")
+    _on_process_zero(lambda: (wd.check_compatible(workdir, config), wd.save_config(workdir, config)), workdir)
     return _train_and_evaluate(config, workdir, preemption or Preemption())
   finally:
     lock.__exit__(None, None, None)
+
+
+def _on_process_zero(fn, workdir: Path) -> None:
+  """Runs `fn` on process 0; every process raises when it failed there (no process is left waiting at a barrier)."""
+  from camjax import workdir as wd  # pylint: disable=import-outside-toplevel
+  error = None
+  if jax.process_index() == 0:
+    try:
+      fn()
+    except wd.WorkdirError as e:
+      error = e
+  if not np.all(_allgather(error is None)):
+    raise error or wd.WorkdirError(f"workdir {workdir} cannot be used by this run (see process 0's error)")
 
 
 def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSummary:
