@@ -467,12 +467,6 @@ class _Interrupted(Exception):
   """SIGTERM / SIGINT while the loop waits for data (the step boundary may never come)."""
 
 
-def _sync(name: str):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(name)
-
-
 class Preemption:
   """SIGTERM -> save at the next step boundary and exit cleanly (agreed across processes at log / checkpoint steps,
   so multi-process runs do not all-gather a flag every step). A signal that arrives while the loop waits for data
