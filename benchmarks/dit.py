@@ -4,7 +4,8 @@ For each named case it prints the parameter count, the token count (`B * (T/pt) 
 the 3D patchify), the compile time, the median step time over `--iters` timed runs (compile and one warm-up run
 excluded), tokens/s, the estimated matmul FLOPs per forward (`dit_flops`; a train step counts 3x), the achieved
 TFLOP/s and the MFU when a peak is known (`--peak_tflops`; default 989 TFLOP/s, H100/H200 bf16 dense, on a GPU
-backend; "n/a" on CPU). Every case runs with the CameraCtrl II camera input (a Plücker map at the latent grid).
+backend; "n/a" on CPU). Every case runs with a CameraCtrl II-style camera input: a 6-channel map at the latent grid
+embedded by a bias-free, zero-initialised `PatchEmbed` (trained with the DiT) and passed as the DiT's `token_map`.
 
 Cases:
   toy             the CPU toy preset, latents [2, 5, 16, 16, 16] (320 tokens), text [2, 16, 64].
@@ -43,6 +44,7 @@ from flax import nnx
 
 from camjax.diffusion import FlowMatching, masked_mse
 from camjax.models import WanDiT, num_params, preset
+from camjax.models.layers import PatchEmbed
 
 GPU_PEAK_TFLOPS = 989.0  # H100 / H200 SXM, bf16 dense tensor cores
 
@@ -67,7 +69,20 @@ CASES = {
 CPU_CASES = ("toy", "wan1_3b_1layer")
 
 
-def dit_flops(cfg, batch: int, tokens: int, text_len: int) -> int:
+class CameraDiT(nnx.Module):
+  """The DiT with a camera token map: `dit(x_t, timesteps, text, token_map=camera_patchify(camera [B, T, H, W, 6]))`."""
+
+  def __init__(self, cfg, seed: int = 0):
+    self.dit = WanDiT.create(cfg, seed=seed)
+    with nnx.use_eager_sharding(False):
+      self.camera_patchify = PatchEmbed(6, cfg.dim, cfg.patch_size, rngs=nnx.Rngs(seed + 1), dtype=jnp.dtype(cfg.dtype),
+                                        param_dtype=jnp.dtype(cfg.param_dtype), zero_init=True, use_bias=False)
+
+  def __call__(self, x_t, timesteps, text, camera):
+    return self.dit(x_t, timesteps, text, token_map=self.camera_patchify(camera))
+
+
+def dit_flops(cfg, batch: int, tokens: int, text_len: int, camera: bool = True) -> int:
   """Matmul FLOPs (2 m n k per matmul) of one WanDiT forward.
 
   Args:
@@ -75,8 +90,9 @@ def dit_flops(cfg, batch: int, tokens: int, text_len: int) -> int:
     batch: B.
     tokens: video tokens per sample, N = (T/pt)(H/ph)(W/pw).
     text_len: text tokens per sample, L.
+    camera: count the camera patchify (`CameraDiT`).
 
-  Counts the patch embedding (and the camera patchify when `cfg.camera`), the time MLP and modulation projection, the
+  Counts the patch embedding (and the camera patchify when `camera`), the time MLP and modulation projection, the
   text projection, per block the self-attention q/k/v/out projections and scores (QK^T and PV: 2 * 2 N^2 D), the
   cross-attention projections (q/out over N tokens, k/v over L) and scores (2 * 2 N L D), the FFN, and the final
   projection. Norms, RoPE, softmax and elementwise ops are not counted; neither is remat recomputation.
@@ -84,8 +100,8 @@ def dit_flops(cfg, batch: int, tokens: int, text_len: int) -> int:
   d, f, n, l = cfg.dim, cfg.ffn_dim, tokens, text_len
   pv = cfg.patch_volume
   mm = lambda m, k, nn: 2 * m * k * nn
-  flops = mm(n, pv * cfg.in_channels + (pv if cfg.cond_mask else 0), d)  # patch embedding
-  if cfg.camera:
+  flops = mm(n, pv * (cfg.in_channels + cfg.extra_in_channels), d)  # patch embedding
+  if camera:
     flops += mm(n, pv * 6, d)  # camera patchify
   flops += mm(1, cfg.freq_dim, d) + mm(1, d, d) + mm(1, d, 6 * d)  # time MLP + modulation (once per sample)
   flops += mm(l, cfg.text_dim, d) + mm(l, d, d)  # text projection
@@ -102,7 +118,7 @@ def inputs(cfg, case: Case):
   keys = jax.random.split(jax.random.key(1), 4)
   x0 = jax.random.normal(keys[0], (b, t, h, w, c), jnp.float32)
   text = jax.random.normal(keys[1], (b, case.text_len, cfg.text_dim), jnp.float32)
-  camera = jax.random.normal(keys[2], (b, t, h, w, 6), jnp.float32) if cfg.camera else None
+  camera = jax.random.normal(keys[2], (b, t, h, w, 6), jnp.float32)
   loss_mask = jnp.ones((b, t, h, w), jnp.float32)  # every latent frame generated (no condition frames)
   return x0, text, camera, loss_mask
 
@@ -138,7 +154,7 @@ def run_case(name: str, case: Case, args, peak_tflops):
   tokens = b * n
 
   start = time.perf_counter()
-  model = WanDiT.create(cfg, seed=0)
+  model = CameraDiT(cfg, seed=0)
   count = num_params(model)
   graphdef, params = nnx.split(model)
   del model  # the train step donates `params`
@@ -158,7 +174,7 @@ def run_case(name: str, case: Case, args, peak_tflops):
 
   @jax.jit
   def forward(params, x_t, timesteps, text, camera):
-    return nnx.merge(graphdef, params)(x_t, timesteps, text, camera=camera)
+    return nnx.merge(graphdef, params)(x_t, timesteps, text, camera)
 
   timesteps = jnp.full((b,), 500.0, jnp.float32)
   compile_s, fwd_s = compile_and_time(forward, (params, x0, timesteps, text, camera), args.iters)
@@ -172,7 +188,7 @@ def run_case(name: str, case: Case, args, peak_tflops):
     noise = jax.random.normal(noise_rng, x0.shape, x0.dtype)
     sigma = objective.sample_sigma(sigma_rng, x0.shape[0])
     x_t = objective.add_noise(x0, noise, sigma)
-    pred = nnx.merge(graphdef, params)(x_t, objective.model_timesteps(sigma), text, camera=camera)
+    pred = nnx.merge(graphdef, params)(x_t, objective.model_timesteps(sigma), text, camera)
     return masked_mse(pred, objective.target(x0, noise), loss_mask)
 
   def train_step(params, opt_state, x0, text, camera, loss_mask, rng):
@@ -193,7 +209,7 @@ def run_case(name: str, case: Case, args, peak_tflops):
 
 
 VS_TORCH = dict(num_heads=4, head_dim=32, ffn_dim=512, num_layers=4, in_channels=16, out_channels=16, text_dim=64,
-                freq_dim=256, camera=False, cond_mask=False, remat="full")  # remat: the CPU default's setting
+                freq_dim=256, remat="full")  # remat: the CPU default's setting
 VS_TORCH_SHAPE = (2, 5, 16, 16, 16)  # [B, T, H, W, C] latents: 2 x 5 x 8 x 8 = 320 tokens after the (1, 2, 2) patchify
 VS_TORCH_TEXT = 16
 

@@ -21,3 +21,7 @@ def where(source: str | None = None, line: int | None = None, frame: int | None 
   if frame is not None:
     parts.append(f"frame {frame}")
   return " ".join(parts)
+
+
+class TrainingError(CamjaxError):
+  """A run that cannot continue (non-finite loss, unsupported configuration, missing data, no checkpoint)."""

@@ -22,7 +22,6 @@ frames of the exploration.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -36,7 +35,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from camjax import sharding, train
+from camjax import checkpoints, methods, sharding
 from camjax.errors import CamjaxError
 from camjax.geometry import trajectories
 from camjax.geometry.cameras import Cameras, intrinsics, validate_poses
@@ -77,27 +76,27 @@ class Explorer:
 
   Args:
     config: the main job's config (`train_and_evaluate`'s); its last phase's window size is used.
-    params: generator parameters (EMA when the run kept one).
+    weights: the generator's `{params[, frozen]}` (EMA parameters when the run kept them).
     mesh: the mesh (default: `config.mesh` over the local devices).
     K: `[3, 3]` pixel intrinsics of the generated frames (default: 60 degrees horizontal field of view, the
       procedural scenes' camera).
     reference: "global" or "clip" (module docstring).
     seed: sampling seed (clip i uses `seed + i`).
-    model: a `train.Model` already built for `config` (the main job's, at the end of a run); default: one built
-      here for sampling only (no optimiser state).
+    model: a `camjax.methods.Model` already built for `config` (the main job's, at the end of a run); default: one
+      built here (sampling only: no optimiser state).
   """
 
-  def __init__(self, config, params, *, mesh=None, K=None, reference: str = "global", seed: int = 0,
-               model: train.Model | None = None):
+  def __init__(self, config, weights, *, mesh=None, K=None, reference: str = "global", seed: int = 0,
+               model: methods.Model | None = None):
     if reference not in REFERENCES:
       raise ExplorationError(f"reference must be one of {REFERENCES}, got {reference!r}")
-    self.config = train.training_phases(config)[-1].config
+    self.config = methods.training_phases(config)[-1].config
     self.mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
     d = self.config.data
     self.num_frames, self.height, self.width = int(d.num_frames), int(d.height), int(d.width)
     if model is None:
       with sharding.use_mesh(self.mesh):
-        model = train.build_model(self.config, self.mesh, with_optimizer=False)
+        model = methods.build_model(self.config, self.mesh)
     # The last phase's window: the statics the sampler closes over carry its config.
     self.model = dataclasses.replace(model, static=dataclasses.replace(model.static, config=self.config))
     if not getattr(self.model.autoencoder, "can_decode", True):
@@ -105,15 +104,14 @@ class Explorer:
                              "cannot be continued from generated frames)")
     if self.model.tokenizer is None:
       raise ExplorationError("exploration with precomputed text embeddings is not supported (no text encoder)")
-    self.params = params
+    self.weights = weights
     if K is None:
       from camjax.data.synthetic import focal_for  # pylint: disable=import-outside-toplevel
       f = focal_for(self.height, self.width)
       K = intrinsics(f, f, self.width / 2, self.height / 2)
     self.K = np.asarray(K, np.float64)
     self.reference, self.seed = reference, seed
-    self._sample = jax.jit(functools.partial(train.sample, static=self.model.static),
-                           out_shardings=NamedSharding(self.mesh, P()))
+    self._sample = jax.jit(methods.sample_fn(self.model.static), out_shardings=NamedSharding(self.mesh, P()))
     self.temporal_factor = self.model.autoencoder.temporal_factor
 
   @classmethod
@@ -138,8 +136,11 @@ class Explorer:
     config.model.pretrained = ""  # the checkpoint holds every weight
     explorer = cls(config, None, **kwargs)
     with sharding.use_mesh(explorer.mesh):
-      state, _ = train.restore_latest(workdir, explorer.model, step)
-    explorer.params = state.get("ema", state["params"])
+      template = methods.weights_template(explorer.model, with_ema=config.optimizer.ema_decay > 0)
+      state, _ = checkpoints.restore_weights(workdir, template, config, step)
+    explorer.weights = {k: v for k, v in state.items() if k != "ema"}
+    if "ema" in state:
+      explorer.weights["params"] = state["ema"]
     return explorer
 
   # ------------------------------------------------------------------------------------------------ trajectories
@@ -200,9 +201,9 @@ class Explorer:
     host = dict(frames=frames[None], K=cams.K[None].astype(np.float32), w2c=cams.w2c[None].astype(np.float32),
                 has_camera=np.array([not null_camera]), caption=np.array([caption]),
                 num_cond=np.array([num_cond], np.int32))
-    batch = train._host_batch(host, self.model.tokenizer)  # pylint: disable=protected-access
+    batch = methods.host_batch(host, self.model.tokenizer, self.model.method, self.config)
     with sharding.use_mesh(self.mesh):
-      video = train.generate(self.params, self._sample, batch, self.mesh, jax.random.key(seed))[0]
+      video = methods.generate(self.weights, self._sample, batch, self.mesh, jax.random.key(seed))[0]
     return np.round((video.astype(np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
   def following_generator(self):

@@ -125,6 +125,7 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
 
   from camjax import train  # pylint: disable=import-outside-toplevel
+  from camjax.errors import CamjaxError  # pylint: disable=import-outside-toplevel
   preemption = train.Preemption()  # from here on SIGTERM means: checkpoint at the next step and exit
   workdir = FLAGS.workdir or default_workdir(config)
   if jax.process_index() == 0:
@@ -132,7 +133,7 @@ def main(argv):
           f"{jax.device_count()} device(s): {jax.devices()[0].platform})", flush=True)
   try:
     summary = train.train_and_evaluate(config, workdir, preemption)
-  except train.CamjaxError as e:
+  except CamjaxError as e:
     print(f"camjax: error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
   if jax.process_index() == 0:

@@ -49,6 +49,7 @@ PARAM_RULES: tuple[tuple[str, Any], ...] = (
     ("norm", None),
     ("text_embed", None),  # text-encoder output width (input of the text projection)
     ("freq", None),  # sinusoidal timestep features
+    ("lora", None),  # LoRA rank (camjax.models.lora)
 )
 
 # Logical activation axes -> mesh axes.

@@ -104,6 +104,7 @@ def model_fields(config) -> dict[str, Any]:
   out = {}
   for section in MODEL_SECTIONS:
     out.update(_flatten(tree.get(section, {}), f"{section}."))
+  out["method"] = tree.get("method", "cameractrl2")  # configs written before methods existed were CameraCtrl II
   out["optimizer.ema_decay>0"] = float(tree.get("optimizer", {}).get("ema_decay", 0.0)) > 0
   return out
 

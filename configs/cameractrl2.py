@@ -29,50 +29,31 @@ from __future__ import annotations
 
 import ml_collections
 
+from camjax.config_base import base
+
+VARIANTS = ("default", "test", "re10k", "wan1_3b", "wan14b")
+# Variants that run on a CPU (the config test trains one step of each).
+CPU_VARIANTS = ("default", "test", "re10k")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = (arg or "default").strip()
-  c = ml_collections.ConfigDict()
-  c.variant = variant
-  c.seed = 0
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown cameractrl2 variant {variant!r}: {', '.join(VARIANTS)}")
+  c = base("cameractrl2", variant)
 
-  # Mesh: axis sizes (one may be -1 = all remaining devices). Data batches are split over data x fsdp.
-  c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, context=1, tensor=1))
-
-  # WAN 2.1 DiT (camjax.models.WanConfig fields) on top of a named size.
-  c.model = ml_collections.ConfigDict(dict(
-      preset="toy", num_heads=4, head_dim=32, ffn_dim=512, num_layers=4, camera=True, cond_mask=True,
-      # remat "full": on CPU recomputing a block in the backward beats storing its activations (the train step of the
-      # CPU default: 125 -> 109 ms, docs/benchmarks.md); the WAN variants set their own.
-      dtype="float32", remat="full", scan_layers=True, attention="xla",
-      pretrained="",  # diffusers WanTransformer3DModel folder to load
-  ))
-  # kind: "pixel" (lossless space-to-depth, `channels` = colour channels) | "precomputed" (records carry VAE latents
-  # with `channels` latent channels; no decoding, samples are saved as latents).
-  c.autoencoder = ml_collections.ConfigDict(dict(kind="pixel", temporal_factor=4, spatial_factor=8, channels=3,
-                                                 scale=1.0, shift=0.0))
-  # kind: "byte" (a small trained byte-level encoder) | "precomputed" (records carry `text_embeddings [L, width]`,
-  # padded / truncated to `max_length` tokens).
-  c.text = ml_collections.ConfigDict(dict(kind="byte", width=64, num_layers=1, num_heads=2, max_length=48))
-
-  c.data = ml_collections.ConfigDict(dict(
-      source="synthetic",  # synthetic | re10k | shards (an existing camjax ArrayRecord dataset at `path`)
-      path="",  # re10k: folder of pose files + videos; shards: dataset folder
-      num_scenes=64, eval_scenes=2, render_size=64, render_frames=0,  # synthetic only (0: num_frames)
-      num_frames=17, height=64, width=64, stride=(1, 2),
-      unlabeled_ratio=(4, 1),  # labeled : unlabeled (CameraCtrl II joint training); (1, 0) disables
-      batch_size=8,  # global batch (split over processes and the data x fsdp mesh axes)
-      worker_count=0,
-  ))
+  # The camera patchify (a token map before block 0) and the condition-mask input channel (clip extension).
+  c.model.update(camera=True, cond_mask=True)
+  # Joint training (sec. 3.2): labeled : unlabeled clips (4:1) from a separate unlabeled dataset whose cameras are
+  # ignored (they get the null camera): `unlabeled_path` (a camjax dataset), or for procedural data
+  # `unlabeled_scenes` more scenes rendered with another seed. (1, 0) disables. With camera dropout 0.1 of the labeled
+  # clips, 1/5 + 4/5 * 0.1 = 28% of the training clips see the null camera (docs/methods.md).
+  c.data.update(unlabeled_ratio=(4, 1), unlabeled_path="", unlabeled_scenes=16)
   # prediction: "sample" (x-prediction) for the CPU-sized model, whose 3072-dimensional pixel tokens are far wider
   # than the DiT (a velocity contains the noise, which width 128 cannot carry); "velocity" for WAN weights.
-  c.objective = ml_collections.ConfigDict(dict(kind="flow", shift=1.0, density="logit_normal", prediction="sample"))
-  c.optimizer = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_init_lr=5e-4, warmup_steps=30, end_lr=1e-4,  # CameraCtrl II shape, scaled to the toy
-      weight_decay=0.01, b1=0.9, b2=0.95, grad_clip=1.0, ema_decay=0.0))
-  c.train = ml_collections.ConfigDict(dict(
-      steps=300, log_every=10, checkpoint_every=100, keep_checkpoints=3,
-      text_dropout=0.1, camera_dropout=0.1,  # CFG training
+  c.objective.update(kind="flow", shift=1.0, density="logit_normal", prediction="sample")
+  c.train.update(
+      camera_dropout=0.1,  # camera CFG training
       i2v_prob=0.5,  # first latent frame given clean (image-to-video)
       # Clip extension (sec. 3.4): with probability `extension_prob` the first latent frames (from
       # `extension_min_frames` video frames up to `extension_max_fraction` of the clip) are given clean and left out of
@@ -80,18 +61,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # exploration's first frame, "global") or to the window's first frame ("clip", Table 5's per-clip ablation).
       extension_prob=0.0, extension_min_frames=5, extension_max_fraction=0.5, extension_reference="global",
       extension_reference_range=8,
-  ))
+  )
   # Phase 2 (sec. 4.1): continues the run for `steps` more steps with clip extension on, optionally at another
   # resolution / clip length / batch / data path (0 or "" = as phase 1). The learning rate restarts its warm-up +
   # cosine shape.
   c.phase2 = ml_collections.ConfigDict(dict(steps=0, extension_prob=0.5, height=0, width=0, num_frames=0,
                                             batch_size=0, path=""))
-  c.sample = ml_collections.ConfigDict(dict(every=0, num=2, steps=24, shift=3.0, w_text=2.0, w_cam=3.0, i2v=True))
-  # After the final samples: camjax.eval on them (SfM camera error over `trials` seeds, motion strength, PSNR/SSIM vs
-  # the ground truth) -> samples/step_N/eval/report.md; and, when `following` > 0, camera following on that many
-  # held-out procedural scenes, true vs null vs reversed camera -> eval_following/report.md. On demand:
-  # `python -m camjax.eval --workdir W [--following N]`.
-  c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2, following=0))
+  # CFG eq. 3: text weight `w_text` (base) and camera weight `w_cam`; `i2v`: the first frame is given.
+  c.sample.update(w_cam=3.0, i2v=True)
+  # Camera following (true vs null vs reversed camera) on `following` held-out procedural scenes ->
+  # eval_following/report.md; on demand: `python -m camjax.eval --workdir W --following N`.
+  c.eval.following = 0
 
   if variant == "default":
     # Both phases, briefly: 300 single-clip steps, then 100 steps with clip extension on 13-frame windows of the
@@ -101,7 +81,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "test":
     c.model.update(num_heads=2, head_dim=16, ffn_dim=64, num_layers=2)
     c.text.update(width=32, max_length=24)
-    c.data.update(num_scenes=4, eval_scenes=1, render_size=32, num_frames=9, height=32, width=32, batch_size=2)
+    c.data.update(num_scenes=4, eval_scenes=1, render_size=32, num_frames=9, height=32, width=32, batch_size=2,
+                  unlabeled_scenes=2)
     c.train.update(steps=4, log_every=1, checkpoint_every=2)
     c.optimizer.update(warmup_steps=2)
     c.sample.update(num=1, steps=2)
@@ -118,7 +99,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.autoencoder.update(kind="precomputed", temporal_factor=4, spatial_factor=8, channels=16)
     c.text.update(kind="precomputed", width=4096, max_length=512)
     c.data.update(source="shards", path="/path/to/records_with_latents", num_frames=81, height=192, width=320,
-                  stride=(1, 3), batch_size=640, worker_count=8)
+                  stride=(1, 3), batch_size=640, worker_count=8, unlabeled_path="/path/to/unlabeled_records")
     c.objective.update(shift=3.0, prediction="velocity")  # WAN 2.1 is a velocity model
     c.optimizer.update(lr=1e-4, warmup_init_lr=5e-5, warmup_steps=500, end_lr=1e-5, grad_clip=1.0, ema_decay=0.0)
     c.train.update(steps=100_000, log_every=50, checkpoint_every=1000, i2v_prob=0.5, extension_prob=0.0)
@@ -127,10 +108,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     path="/path/to/records_with_latents_384x640")
     c.sample.update(every=5000, steps=32, shift=12.0, w_text=7.5, w_cam=8.0)
     c.mesh.update(data=1, fsdp=-1, context=1, tensor=1)
-  else:
-    raise ValueError(f"unknown cameractrl2 variant {variant!r}: default, test, re10k, wan1_3b, wan14b")
   return c
-
-
-# Variants that run on a CPU (the config smoke test trains one step of each).
-CPU_VARIANTS = ("default", "test", "re10k")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from camjax import explore, train
+from camjax import explore, methods, train
 from camjax.conditioning import cameractrl2 as cc2
 from camjax.data.pipeline import make_pipeline
 from camjax.data.synthetic import SyntheticSource
@@ -41,20 +41,21 @@ def _losses(workdir):
 
 
 def test_condition_tokens_are_ignored_by_the_loss():
-  cfg = preset("toy", in_channels=8, out_channels=8, text_dim=16, num_layers=1, cond_mask=True)
+  cfg = preset("toy", in_channels=8, out_channels=8, text_dim=16, num_layers=1, extra_in_channels=1)
   dit = WanDiT.create(cfg, seed=0)
   rng = np.random.default_rng(0)
   b, grid = 2, (4, 4, 4)
   latents = jnp.asarray(rng.standard_normal((b, *grid, 8)), jnp.float32)
   noise = jnp.asarray(rng.standard_normal(latents.shape), jnp.float32)
   text, text_mask = jnp.ones((b, 3, 16)), jnp.ones((b, 3), bool)
-  camera = jnp.asarray(rng.standard_normal((b, *grid, 6)), jnp.float32)
+  token_map = jnp.asarray(rng.standard_normal((b, 4 * 2 * 2, cfg.dim)), jnp.float32)  # e.g. camera tokens
   cond = cc2.extension_mask(b, grid, jnp.array([2, 1]))  # 2 and 1 clean latent frames
   sigma = jnp.array([0.7, 0.4])
   objective = FlowMatching()
 
   def loss(noise):
-    return train.denoising_loss(dit, objective, latents, noise, sigma, text, text_mask, camera, cond)
+    return methods.denoising_loss(dit, objective, latents, noise, sigma, text, text_mask, clean_mask=cond,
+                                  extra_in=cond, token_map=token_map)
 
   other = jnp.asarray(rng.standard_normal(latents.shape), jnp.float32)
   on_cond = cond * other + (1 - cond) * noise  # differs from `noise` on condition tokens only

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camjax import train
+import jax
+
+from camjax import methods, train
 from camjax.data.pipeline import make_pipeline
 from camjax.data.synthetic import SyntheticSource
 
@@ -31,41 +33,65 @@ def load_config_module(path):
 def _fast(config, workdir_steps=1):
   """Keep the model and data shapes of a variant but make the run short (few scenes, one step, 1 sampler step)."""
   config.train.steps = workdir_steps
-  config.phase2.steps = min(config.phase2.steps, 1)  # the default runs phase 2 too: one step of it
+  if "phase2" in config:
+    config.phase2.steps = min(config.phase2.steps, 1)  # the default runs phase 2 too: one step of it
   config.train.checkpoint_every = 1
   config.data.num_scenes = 2
   config.sample.num = 1
   config.sample.steps = 1
-  config.eval.following = min(config.eval.following, 1)
+  if "following" in config.eval:
+    config.eval.following = min(config.eval.following, 1)
   return config
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_every_config_and_variant_loads(path):
+def test_every_config_and_variant_builds_its_model_abstractly(path):
+  """Every variant of every config file names a registered method and builds its generator under `eval_shape` (no
+  allocation, so the paper-scale variants run here too); the WAN variants have the parameter counts of WAN 2.1."""
+  import math  # pylint: disable=import-outside-toplevel
+
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+
+  from camjax import methods  # pylint: disable=import-outside-toplevel
   module = load_config_module(path)
-  for variant in ("default", "test", "re10k", "wan1_3b", "wan14b"):
+  assert set(module.CPU_VARIANTS) <= set(module.VARIANTS)
+  for variant in module.VARIANTS:
     config = module.get_config(variant)
-    assert config.variant == variant
+    assert config.variant == variant and config.method in methods.REGISTRY
     assert config.train.steps > 0 and config.data.batch_size > 0
+    _, state = methods.abstract_generator(config)
+    dit = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(state["dit"], nnx.Param)))
+    if variant == "wan1_3b":
+      assert 1.2e9 < dit < 1.5e9, dit  # WAN 2.1 T2V 1.3B
+    elif variant == "wan14b":
+      assert 13e9 < dit < 15e9, dit
+    else:
+      assert dit < 5e7, dit
   with pytest.raises(ValueError, match="unknown"):
     module.get_config("nope")
 
 
-@pytest.mark.parametrize("variant", ["default", "re10k"])
-def test_one_training_step_of_every_cpu_variant(variant, tmp_path, request):
-  module = load_config_module(ROOT / "configs" / "cameractrl2.py")
-  assert set(module.CPU_VARIANTS) == {"default", "test", "re10k"}  # "test" is trained by the resume test below
+CPU_CASES = [(p, v) for p in CONFIGS for v in load_config_module(p).CPU_VARIANTS if v != "test"]
+
+
+@pytest.mark.parametrize("path, variant", CPU_CASES, ids=[f"{p.stem}:{v}" for p, v in CPU_CASES])
+def test_one_training_step_of_every_cpu_variant(path, variant, tmp_path, request):
+  """One step (and one step of each further phase) of every CPU-sized variant of every config, with its samples and
+  end-of-run evaluation ("test" is trained by the resume tests below)."""
+  module = load_config_module(path)
   config = _fast(module.get_config(variant))
-  if variant == "re10k":  # only this variant needs the real data (skipped with a reason where it is absent)
+  if config.data.source == "re10k":  # only this variant needs the real data (skipped with a reason where it is absent)
     config.data.path = str(request.getfixturevalue("shared_data") / "re10k_clips")
   summary = train.train_and_evaluate(config, tmp_path)
-  assert summary.end_step == 1 + config.phase2.steps and np.isfinite(summary.last_loss)
+  phases = methods.training_phases(config)
+  assert summary.end_step == phases[-1].end == len(phases) and np.isfinite(summary.last_loss)
   assert summary.samples and summary.samples[0].stat().st_size > 0
-  assert (summary.samples[0].parent / "trajectory_0.png").exists()
+  if "K" in methods.get(config.method).batch_keys(config)[0]:
+    assert (summary.samples[0].parent / "trajectory_0.png").exists()
   metrics = json.loads((summary.samples[0].parent / "eval" / "metrics.json").read_text())  # end-of-run evaluation
   assert metrics["num_videos"] == 1 and "success_ratio" in json.dumps(metrics)
   assert (summary.samples[0].parent / "eval" / "report.md").exists()
-  if variant == "default":  # camera-conditioned vs null camera on a held-out procedural scene
+  if config.eval.get("following", 0):  # camera-conditioned vs null camera on a held-out procedural scene
     following = json.loads((tmp_path / "eval_following" / "metrics.json").read_text())
     assert {"camera", "null_camera"} <= set(following) and np.isfinite(following["camera"]["psnr"])
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -210,22 +236,20 @@ def test_ema_follows_the_parameters():
   the state donated to the step as in the main job."""
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from flax import nnx  # pylint: disable=import-outside-toplevel
-
-  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  from camjax import methods, sharding  # pylint: disable=import-outside-toplevel
   module = load_config_module(ROOT / "configs" / "cameractrl2.py")
   config = module.get_config("test")
   config.optimizer.ema_decay = decay = 0.75
   mesh = sharding.make_mesh(dict(config.mesh))
   with sharding.use_mesh(mesh):
-    model = train.build_model(config, mesh)  # the main job's state, EMA included
-    state, static = model.state, model.static
-    graphdef, params = static.graphdef, state["params"]
+    model = methods.build_model(config, mesh)
+    tx = train.make_optimizer(config)
+    state, static = train.train_state(model, tx, config), model.static  # the main job's state, EMA included
+    params = state["params"]
     source = SyntheticSource(2, seed=0, num_frames=9, height=32, width=32, num_tracks=0)
     host = next(iter(make_pipeline(source, num_frames=9, height=32, width=32, batch_size=2, seed=0)))
-    tokenizer = nnx.merge(graphdef, params).text_encoder.tokenizer
-    batch = train.to_global(train._host_batch(host, tokenizer), mesh)  # pylint: disable=protected-access
-    step = jax.jit(lambda s, b: train.train_step(s, b, static), donate_argnums=(0,))  # as in the main job
+    batch = train.to_global(methods.host_batch(host, model.tokenizer, model.method, config), mesh)
+    step = jax.jit(lambda s, b: train.train_step(s, b, static, tx), donate_argnums=(0,))  # as in the main job
     history = [jax.tree.map(np.array, params)]  # host copies: donation invalidates the device buffers
     for _ in range(3):
       state, _ = step(state, batch)

@@ -58,7 +58,9 @@ def _config(dataset, pretrained):
   config.model.update(pretrained=str(pretrained), num_heads=2, head_dim=12, ffn_dim=40, num_layers=2,
                       dtype="float32", remat="none", attention="xla")
   config.text.update(width=D, max_length=8)
-  config.data.update(path=str(dataset), num_frames=T, height=H, width=W, stride=(1, 1), batch_size=2, worker_count=0)
+  # The unlabeled stream of joint training is a dataset of its own (here the same records; their cameras are ignored).
+  config.data.update(path=str(dataset), num_frames=T, height=H, width=W, stride=(1, 1), batch_size=2, worker_count=0,
+                     unlabeled_path=str(dataset))
   config.optimizer.update(warmup_steps=1)
   config.train.update(steps=2, log_every=1, checkpoint_every=2)
   config.sample.update(every=0, num=1, steps=2)
@@ -82,6 +84,24 @@ def test_pipeline_yields_latents_and_padded_text(dataset):
     assert not batch["text_embeddings"][i, n:].any()
     np.testing.assert_allclose(batch["latents"][i], record.latents)
   np.testing.assert_allclose(batch["w2c"][:, 0], np.broadcast_to(np.eye(4), (4, 4, 4)), atol=1e-6)
+
+
+def test_latent_records_get_a_global_reference_from_their_clip(dataset):
+  """Clip extension's global reference with precomputed latents: a frame of the clip (0..range), posed in the
+  window's frame, not always the identity (which would silently be Table 5's per-clip ablation)."""
+  records = {r.clip_id: r for r in _records()}
+  seen_other = False
+  for seed in range(4):
+    ds = make_pipeline(ShardSource(dataset), num_frames=T, height=H, width=W, batch_size=4, seed=seed, num_epochs=1,
+                       global_reference=8, process_index=0, process_count=1, on_error="raise")
+    batch = next(iter(ds))
+    for i, clip_id in enumerate(batch["clip_id"]):
+      cams = records[str(clip_id)]
+      candidates = [(np.asarray(cams.w2c[r]) @ np.linalg.inv(np.asarray(cams.w2c[0]))) for r in range(T)]
+      errors = [np.abs(batch["reference_w2c"][i] - c).max() for c in candidates]
+      assert min(errors) < 1e-4, errors
+      seen_other |= int(np.argmin(errors)) != 0
+  assert seen_other
 
 
 def test_pipeline_refuses_latents_at_another_size(dataset):
@@ -108,8 +128,7 @@ def test_wan_variant_trains_on_precomputed_records_from_pretrained_weights(datas
 def test_pretrained_model_must_match_the_config(dataset, pretrained):
   config = _config(dataset, pretrained)
   config.text.width = D + 8
-  ae = train.make_autoencoder(config)
-  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  from camjax import methods, sharding  # pylint: disable=import-outside-toplevel
   mesh = sharding.make_mesh(dict(config.mesh))
   with sharding.use_mesh(mesh), pytest.raises(train.TrainingError, match="text_dim is 24 but the config needs 32"):
-    train.make_generator(config, ae, mesh)
+    methods.build_model(config, mesh)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from camjax import train
+from camjax import checkpoints, methods, train
 from camjax import workdir as wd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,9 @@ def models():
   config = _config()
   mesh = sharding.make_mesh(dict(config.mesh))
   with sharding.use_mesh(mesh):
-    return config, mesh, train.build_model(config, mesh), train.build_model(config, mesh, with_optimizer=False)
+    model = methods.build_model(config, mesh)
+    state = train.train_state(model, train.make_optimizer(config), config)
+    return config, mesh, state, methods.build_model(config, mesh)
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
@@ -185,20 +187,19 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(damage, traine
   from camjax import sharding  # pylint: disable=import-outside-toplevel
   workdir = _copy(trained, tmp_path / "w")
   DAMAGES[damage](workdir / "checkpoints" / "4")
-  config, mesh, model, sampler = models
-  with sharding.use_mesh(mesh), caplog.at_level(logging.WARNING, logger="camjax.train"):
-    dataset = train.prepare_dataset(config, workdir)
-    mngr = train.checkpoint_manager(workdir, config)
+  config, mesh, initial, sampler = models
+  with sharding.use_mesh(mesh), caplog.at_level(logging.WARNING, logger="camjax.checkpoints"):
+    dataset = train.prepare_datasets(config, workdir)
+    mngr = checkpoints.manager(workdir, config)
     try:
-      state, step, _, _ = train._restore(  # pylint: disable=protected-access
-          mngr, model.state, lambda _: train.make_train_iterator(config, dataset))
+      state, step, _, _ = checkpoints.restore_train_state(
+          mngr, initial, lambda _: train.make_train_iterator(config, dataset))
     finally:
       mngr.close()
     assert step == 2 and int(state["step"]) == 2
     assert "checkpoint step 4" in caplog.text and "restored checkpoint step 2 after skipping step 4" in caplog.text
     # Sampling-only restores (exploration, evaluation) read params only: they fall back when the damage reaches them.
-    assert "opt_state" not in sampler.state
-    params, step = train.restore_latest(workdir, sampler)
+    params, step = checkpoints.restore_weights(workdir, methods.weights_template(sampler, with_ema=False), config)
     assert set(params) == {"params"} and step in (2, 4)
     if damage == "_METADATA deleted":
       assert step == 2
@@ -211,12 +212,13 @@ def test_every_checkpoint_damaged_is_a_named_error(trained, models, tmp_path):
   workdir = _copy(trained, tmp_path / "w")
   for step in ("2", "4"):
     (workdir / "checkpoints" / step / "state" / "_METADATA").unlink()
-  _, mesh, _, sampler = models
+  config, mesh, _, sampler = models
+  template = methods.weights_template(sampler, with_ema=False)
   with sharding.use_mesh(mesh):
     with pytest.raises(train.CheckpointError, match=r"no checkpoint in .* restores: step 4 .*; step 2"):
-      train.restore_latest(workdir, sampler)
+      checkpoints.restore_weights(workdir, template, config)
     with pytest.raises(train.TrainingError, match=r"no checkpoint at step 3 .* there are steps 2, 4"):
-      train.restore_latest(workdir, sampler, step=3)
+      checkpoints.restore_weights(workdir, template, config, step=3)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def test_ema_has_its_own_buffers_so_the_donated_state_holds_each_buffer_once():
   config = _config(**{"optimizer.ema_decay": 0.9})
   mesh = sharding.make_mesh(dict(config.mesh))
   with sharding.use_mesh(mesh):
-    state = train.build_model(config, mesh).state
+    state = train.train_state(methods.build_model(config, mesh), train.make_optimizer(config), config)
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(pointers) == len(set(pointers))
 

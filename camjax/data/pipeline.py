@@ -194,7 +194,7 @@ class Window(grain.transforms.RandomMap):
       raise RecordError("<unknown>", f"pipeline sources must yield ClipRecord, got {type(record).__name__}")
     record.validate()
     if record.frames is None:
-      return self._latent_window(record, reference_w2c)
+      return self._latent_window(record, reference_w2c, rng)
     T = record.num_frames
     lo, hi = self.stride
     max_stride = min(hi, (T - 1) // max(self.num_frames - 1, 1)) if self.num_frames > 1 else hi
@@ -215,9 +215,14 @@ class Window(grain.transforms.RandomMap):
       out["reference_w2c"] = np.asarray(ref if record.has_camera else np.eye(4), np.float32)
     return out
 
-  def _latent_window(self, record: ClipRecord, reference_w2c) -> dict[str, Any]:
+  def _latent_window(self, record: ClipRecord, reference_w2c, rng) -> dict[str, Any]:
     """A record with precomputed latents and no frames: the latents encode the whole clip at the stored size (a
-    causal VAE's latent frame 0 holds frame 0 alone, so windows cannot start later), hence the window is the clip."""
+    causal VAE's latent frame 0 holds frame 0 alone, so windows cannot start later), hence the window is the clip.
+
+    With `global_reference`, no frame before the window exists, so the reference is a frame of the clip drawn
+    uniformly from frames `0 .. global_reference` (frame 0, the per-clip reference, stays a case): its pose in the
+    window's frame, as for frame windows. The model then sees first poses other than the identity, as in an
+    exploration's later clips."""
     T = record.num_frames
     if T != self.num_frames or (record.height, record.width) != (self.height, self.width):
       raise RecordError(record.clip_id, f"precomputed latents cover the whole clip ({T} frames at "
@@ -226,7 +231,9 @@ class Window(grain.transforms.RandomMap):
     indices = np.arange(T)
     out = {"cameras": record.cameras, "latents": np.asarray(record.latents, np.float32)}
     if self.global_reference:
-      out["reference_w2c"] = np.eye(4, dtype=np.float32)
+      ref = int(rng.integers(0, min(self.global_reference, T - 1) + 1))
+      pose = record.cameras.take(np.array([ref, 0])).relative(1).w2c[0]
+      out["reference_w2c"] = np.asarray(pose if record.has_camera else np.eye(4), np.float32)
     if self.with_depth:
       if record.depth is None:
         raise RecordError(record.clip_id, "the pipeline asks for depth but the record has none")

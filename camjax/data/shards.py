@@ -22,38 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
-
 from camjax.data.records import SCHEMA_VERSION, ClipRecord, DataError, RecordError, from_example, to_example
 
-DATASET_NAME = "camjax_clips"
-
-
-def _features():
-  import tensorflow_datasets as tfds
-
-  T = tfds.features.Tensor
-  return tfds.features.FeaturesDict({
-      "schema_version": T(shape=(), dtype=np.int32),
-      "clip_id": tfds.features.Text(),
-      "source": tfds.features.Text(),
-      "scene_id": tfds.features.Text(),
-      "camera_index": T(shape=(), dtype=np.int32),
-      "K": T(shape=(None, 3, 3), dtype=np.float64),
-      "w2c": T(shape=(None, 4, 4), dtype=np.float64),
-      "height": T(shape=(), dtype=np.int32),
-      "width": T(shape=(), dtype=np.int32),
-      "fps": T(shape=(), dtype=np.float32),
-      "caption": tfds.features.Text(),
-      "has_camera": T(shape=(), dtype=np.bool_),
-      "metric_scale": T(shape=(), dtype=np.float32),
-      "frames": T(shape=(None, None, None, 3), dtype=np.uint8, encoding="zlib"),
-      "latents": T(shape=(None, None, None, None), dtype=np.float32, encoding="zlib"),
-      "text_embeddings": T(shape=(None, None), dtype=np.float32, encoding="zlib"),
-      "depth": T(shape=(None, None, None), dtype=np.float32, encoding="zlib"),
-      "tracks_xyz": T(shape=(None, None, 3), dtype=np.float32, encoding="zlib"),
-      "tracks_visible": T(shape=(None, None), dtype=np.bool_, encoding="zlib"),
-  })
+DATASET_NAME = "camjax_clips"  # the TFDS name of `tfds_builder.CamjaxClips` (its feature spec lives there too)
 
 
 def write_shards(records: Iterable[ClipRecord] | Callable[[], Iterable[ClipRecord]], out_dir, *,
@@ -63,7 +34,7 @@ def write_shards(records: Iterable[ClipRecord] | Callable[[], Iterable[ClipRecor
   Raises:
     RecordError: the first invalid record (nothing is left behind).
   """
-  from camjax.data import tfds_builder
+  from camjax.data import tfds_builder  # imports TFDS: only when writing (shards -> tfds_builder, never back)
 
   def examples():
     seen = set()

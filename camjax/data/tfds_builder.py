@@ -1,8 +1,40 @@
-"""The TFDS builder of camjax shards (it must live in its own module, not `__main__`: STACK.md)."""
+"""The TFDS builder of camjax shards and their feature spec (it must live in its own module, not `__main__`:
+STACK.md).
+
+Only `camjax.data.shards` imports this module (when writing), never the other way round: the features below are the
+TFDS form of the record schema in `camjax.data.records` (Tensor/Text features only, so no TensorFlow is needed).
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow_datasets as tfds
+
+
+def features() -> tfds.features.FeaturesDict:
+  """The TFDS features of one clip example (`camjax.data.records.to_example` / `from_example`)."""
+  T = tfds.features.Tensor
+  return tfds.features.FeaturesDict({
+      "schema_version": T(shape=(), dtype=np.int32),
+      "clip_id": tfds.features.Text(),
+      "source": tfds.features.Text(),
+      "scene_id": tfds.features.Text(),
+      "camera_index": T(shape=(), dtype=np.int32),
+      "K": T(shape=(None, 3, 3), dtype=np.float64),
+      "w2c": T(shape=(None, 4, 4), dtype=np.float64),
+      "height": T(shape=(), dtype=np.int32),
+      "width": T(shape=(), dtype=np.int32),
+      "fps": T(shape=(), dtype=np.float32),
+      "caption": tfds.features.Text(),
+      "has_camera": T(shape=(), dtype=np.bool_),
+      "metric_scale": T(shape=(), dtype=np.float32),
+      "frames": T(shape=(None, None, None, 3), dtype=np.uint8, encoding="zlib"),
+      "latents": T(shape=(None, None, None, None), dtype=np.float32, encoding="zlib"),
+      "text_embeddings": T(shape=(None, None), dtype=np.float32, encoding="zlib"),
+      "depth": T(shape=(None, None, None), dtype=np.float32, encoding="zlib"),
+      "tracks_xyz": T(shape=(None, None, 3), dtype=np.float32, encoding="zlib"),
+      "tracks_visible": T(shape=(None, None), dtype=np.bool_, encoding="zlib"),
+  })
 
 
 class CamjaxClips(tfds.core.GeneratorBasedBuilder):
@@ -18,9 +50,7 @@ class CamjaxClips(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    from camjax.data.shards import _features
-
-    return tfds.core.DatasetInfo(builder=self, description=self._description, features=_features())
+    return tfds.core.DatasetInfo(builder=self, description=self._description, features=features())
 
   def _split_generators(self, dl_manager):
     del dl_manager

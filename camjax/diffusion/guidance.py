@@ -1,18 +1,29 @@
-"""Classifier-free guidance with every condition set evaluated in ONE batched forward pass.
+"""Classifier-free guidance as a chain over named condition sets, every set evaluated in ONE batched forward pass.
 
-The camjax DiT call convention is
+A *condition set* is a mapping of model keyword arguments (`{"text": ..., "text_mask": ...}`); its values are arrays
+`[B, ...]`, None, or nested pytrees of arrays (a dict of cross-attention contexts, a `(context, mask)` tuple).
+`batched_predictions` concatenates the k sets along the batch axis (`[k B, ...]`, leaf by leaf), calls the model
+once and splits the output, so a k-way guided step costs one forward of batch `k B` instead of k forwards of batch
+`B`. `chain` combines the k outputs `e_0 .. e_{k-1}` (ordered from least to most conditioned) with k - 1 weights:
 
-  `model_fn(latents [B, T, H, W, C], timesteps [B] (0..1000), text [B, L, D], text_mask [B, L] or None,
-            camera [B, T, H, W, 6] or None, cond_mask [B, T, H, W, 1] or None) -> [B, T, H, W, C]`.
+  `e = e_0 + sum_{k >= 1} w_k (e_k - e_{k-1})`.
 
-Guidance concatenates the condition sets along the batch axis (`[k B, ...]`), calls the model once and splits the
-output, so a k-way guided step costs one forward of batch `k B` instead of k forwards of batch `B`.
-
-CameraCtrl II (eq. 3) guides text and camera separately, with the all-zero Plücker map as the null camera:
+Two sets give plain CFG, `e = e_uncond + w (e_cond - e_uncond)` (`cfg`, `text_cfg`); one set (no weights) is the
+conditional prediction. CameraCtrl II eq. 3 is the three-set chain `[null text + null camera, text + null camera,
+text + camera]` with weights `[w_text, w_cam]` and the all-zero Plücker map as the null camera (`camera_text_cfg`):
 
   `e = e(z, 0_text, 0_cam) + w_text (e(z, c, 0_cam) - e(z, 0_text, 0_cam)) + w_cam (e(z, c, s) - e(z, c, 0_cam))`.
 
-The formulas are linear, so they apply equally to eps-, v- and velocity-predicting models.
+Text + image guidance (MotionFlow, DynamiCrafter-style image-to-video) is the chain `[null image + null text, image +
+null text, image + text]`. The chain is linear with coefficients summing to 1 on `e_0`, so it commutes with any
+affine map of the outputs: guiding eps, v, velocity or x-prediction outputs and converting afterwards (as
+`guided_denoiser` does with `objective.sampler_prediction`) gives the same result as converting first.
+
+The camjax DiT call convention is `model_fn(latents [B, T, H, W, C], timesteps [B] (0..1000), **inputs) ->
+[B, T, H, W, C]`, e.g. `text [B, L, D]`, `text_mask [B, L]`, `camera [B, T, H, W, 6]`, `cond_mask [B, T, H, W, 1]`.
+
+Raises `DiffusionError` for condition sets that do not fit together (keys, None patterns, pytree structures, leaf
+shapes, batch sizes), a weight count other than `len(condition_sets) - 1`, or an output that cannot be split.
 """
 
 from __future__ import annotations
@@ -23,11 +34,57 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from camjax.diffusion.objectives import DiffusionError
+from camjax.diffusion.errors import DiffusionError
 
 
 def _is_batched_array(v) -> bool:
   return isinstance(v, (jax.Array, np.ndarray)) and v.ndim > 0
+
+
+def _is_container(v) -> bool:
+  return isinstance(v, (dict, list, tuple))
+
+
+def _concatenate_condition(name: str, values: list, batch_sizes: dict):
+  """Concatenates one condition's values (arrays, None or pytrees, one per set) along axis 0, leaf by leaf."""
+  nones = [v is None for v in values]
+  if any(nones) and not all(nones):
+    raise DiffusionError(f"condition {name!r} is None in sets {[i for i, b in enumerate(nones) if b]} but not in "
+                         f"the others; pass None everywhere or an array everywhere")
+  if all(nones):
+    return None
+  structures = [jax.tree.structure(v) for v in values]
+  if any(s != structures[0] for s in structures[1:]):
+    raise DiffusionError(f"condition {name!r} has different pytree structures across the sets: "
+                         f"{[str(s) for s in structures]}")
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(values[0])[0]]
+  per_set = [jax.tree.leaves(v) for v in values]
+  joined = []
+  for j, path in enumerate(paths):
+    label = name + jax.tree_util.keystr(path)
+    leaves = [jnp.asarray(leaves[j]) for leaves in per_set]
+    shapes = [tuple(leaf.shape) for leaf in leaves]
+    if len(set(shapes)) != 1:
+      raise DiffusionError(f"condition {label!r} has different shapes across the sets: {shapes}")
+    if not shapes[0]:
+      raise DiffusionError(f"condition {label!r} needs a leading batch axis, got a scalar")
+    batch_sizes[label] = shapes[0][0]
+    joined.append(jnp.concatenate(leaves, axis=0))
+  return jax.tree.unflatten(structures[0], joined)
+
+
+def _tile_shared(name: str, value, n: int, batch_sizes: dict):
+  """Repeats the batched arrays of a shared input (an array or a dict / list / tuple of them) n times on axis 0."""
+
+  def tile(path, v):
+    if not _is_batched_array(v):
+      return v
+    batch_sizes[name + jax.tree_util.keystr(path)] = v.shape[0]
+    return jnp.concatenate([jnp.asarray(v)] * n, axis=0)
+
+  if _is_container(value):
+    return jax.tree_util.tree_map_with_path(tile, value, is_leaf=lambda v: not _is_container(v))
+  return tile((), value)
 
 
 def batched_predictions(model_fn: Callable, conditions: Sequence[Mapping], **shared) -> list:
@@ -36,22 +93,28 @@ def batched_predictions(model_fn: Callable, conditions: Sequence[Mapping], **sha
   Args:
     model_fn: the network, called once as `model_fn(**shared_tiled, **conditions_concatenated)`; it must return
       an array (or a pytree of arrays) whose leading axis is the concatenated batch `k B`.
-    conditions: k >= 1 dicts of keyword arguments. Every dict has the same keys; each value is an array `[B, ...]`
-      (the same shape in every dict) or None, and a key is None in every dict or in none.
+    conditions: k >= 1 mappings of keyword arguments. Every mapping has the same keys; each value is an array
+      `[B, ...]`, None, or a pytree of arrays `[B, ...]` (e.g. a dict of contexts, a `(context, mask)` tuple). A key
+      is None in every set or in none, and its values have the same pytree structure and leaf shapes in every set;
+      they are concatenated leaf by leaf.
     **shared: keyword arguments common to every set (`latents`, `timesteps`, `cond_mask`, ...). Arrays with a
-      leading batch axis are repeated k times along axis 0; None, 0-d arrays and non-array values (flags) are passed
-      through unchanged.
+      leading batch axis, also inside dicts, lists and tuples, are repeated k times along axis 0; None, 0-d arrays
+      and non-array values (flags, modules) are passed through unchanged.
 
   Returns:
     A list of k model outputs, each `[B, ...]`, in the order of `conditions`.
 
   Raises:
-    DiffusionError: no conditions; dicts with different keys, different None patterns or different shapes; a key
-      both in a condition and in `shared`; inconsistent batch sizes; an output whose leading axis is not `k B`.
+    DiffusionError: no conditions; a set that is not a mapping; sets with different keys, None patterns, pytree
+      structures or leaf shapes; a key both in a condition and in `shared`; inconsistent batch sizes; an output
+      whose leading axis is not `k B`.
   """
   conditions = list(conditions)
   if not conditions:
     raise DiffusionError("batched_predictions needs at least one condition set")
+  for i, c in enumerate(conditions):
+    if not isinstance(c, Mapping):
+      raise DiffusionError(f"condition set {i} is a {type(c).__name__}, not a mapping of model inputs")
   n = len(conditions)
   keys = set(conditions[0])
   for i, c in enumerate(conditions[1:], 1):
@@ -62,32 +125,8 @@ def batched_predictions(model_fn: Callable, conditions: Sequence[Mapping], **sha
     raise DiffusionError(f"keys {sorted(overlap)} are given both as conditions and as shared inputs")
 
   batch_sizes = {}
-  concatenated = {}
-  for k in sorted(keys):
-    values = [c[k] for c in conditions]
-    nones = [v is None for v in values]
-    if any(nones) and not all(nones):
-      raise DiffusionError(f"condition {k!r} is None in sets {[i for i, b in enumerate(nones) if b]} but not in "
-                           f"the others; pass None everywhere or an array everywhere")
-    if all(nones):
-      concatenated[k] = None
-      continue
-    values = [jnp.asarray(v) for v in values]
-    shapes = [tuple(v.shape) for v in values]
-    if len(set(shapes)) != 1:
-      raise DiffusionError(f"condition {k!r} has different shapes across the sets: {shapes}")
-    if not shapes[0]:
-      raise DiffusionError(f"condition {k!r} needs a leading batch axis, got a scalar")
-    batch_sizes[k] = shapes[0][0]
-    concatenated[k] = jnp.concatenate(values, axis=0)
-
-  tiled = {}
-  for k, v in shared.items():
-    if _is_batched_array(v):
-      batch_sizes[k] = v.shape[0]
-      tiled[k] = jnp.concatenate([jnp.asarray(v)] * n, axis=0)
-    else:
-      tiled[k] = v
+  concatenated = {k: _concatenate_condition(k, [c[k] for c in conditions], batch_sizes) for k in sorted(keys)}
+  tiled = {k: _tile_shared(k, v, n, batch_sizes) for k, v in shared.items()}
   if len(set(batch_sizes.values())) > 1:
     raise DiffusionError(f"inconsistent batch sizes (leading axes): {batch_sizes}")
 
@@ -102,9 +141,46 @@ def batched_predictions(model_fn: Callable, conditions: Sequence[Mapping], **sha
   return [jax.tree.map(lambda o, i=i: o[i * b:(i + 1) * b], out) for i in range(n)]
 
 
+def _combine(outputs: Sequence, weights: Sequence):
+  """`e_0 + sum_{k >= 1} w_k (e_k - e_{k-1})`, leaf by leaf, accumulated left to right."""
+  guided = outputs[0]
+  for w, prev, cur in zip(weights, outputs[:-1], outputs[1:]):
+    guided = jax.tree.map(lambda g, p, c, w=w: g + w * (c - p), guided, prev, cur)
+  return guided
+
+
+def _check_chain(condition_sets: Sequence, weights: Sequence, where: str):
+  if not condition_sets:
+    raise DiffusionError(f"{where} needs at least one condition set")
+  if len(weights) != len(condition_sets) - 1:
+    raise DiffusionError(f"{where}: {len(condition_sets)} condition sets need {len(condition_sets) - 1} weights "
+                         f"(one per consecutive pair), got {len(weights)}")
+
+
+def chain(model_fn: Callable, condition_sets: Sequence[Mapping], weights: Sequence, **shared):
+  """Chained classifier-free guidance, `e_0 + sum_{k >= 1} w_k (e_k - e_{k-1})`, from one batched forward.
+
+  Args:
+    model_fn: the network (see `batched_predictions`).
+    condition_sets: k >= 1 condition sets, from least to most conditioned (see `batched_predictions`).
+    weights: k - 1 guidance weights (Python numbers or scalar arrays); `w_k` scales `e_k - e_{k-1}`.
+    **shared: the model inputs common to every set (`latents`, `timesteps`, ...).
+
+  Returns:
+    The guided prediction `[B, ...]` (a pytree if the model returns one); `e_0` for a single set.
+
+  Raises:
+    DiffusionError: `len(weights) != len(condition_sets) - 1`, or as `batched_predictions`.
+  """
+  condition_sets, weights = list(condition_sets), list(weights)
+  _check_chain(condition_sets, weights, "chain")
+  return _combine(batched_predictions(model_fn, condition_sets, **shared), weights)
+
+
 def cfg(cond, uncond, cfg_scale):
-  """Classifier-free guidance, `uncond + s (cond - uncond)` (s = 1: conditional, s = 0: unconditional)."""
-  return uncond + cfg_scale * (cond - uncond)
+  """Classifier-free guidance, `uncond + s (cond - uncond)` (s = 1: conditional, s = 0: unconditional): the
+  two-set `chain` applied to outputs already computed."""
+  return _combine([uncond, cond], [cfg_scale])
 
 
 def _match_batch(null, ref, name: str):
@@ -158,11 +234,10 @@ def text_cfg(model_fn: Callable, *, text, null_text, cfg_scale, text_mask=None, 
     DiffusionError: shapes that do not match (see `batched_predictions`).
   """
   text, null_text, text_mask, null_text_mask = _text_sets(text, null_text, text_mask, null_text_mask)
-  uncond, cond = batched_predictions(model_fn, [
+  return chain(model_fn, [
       {"text": null_text, "text_mask": null_text_mask},
       {"text": text, "text_mask": text_mask},
-  ], **shared)
-  return cfg(cond, uncond, cfg_scale)
+  ], [cfg_scale], **shared)
 
 
 def camera_text_cfg(model_fn: Callable, *, text, null_text, camera, w_text=7.5, w_cam=8.0, text_mask=None,
@@ -195,44 +270,48 @@ def camera_text_cfg(model_fn: Callable, *, text, null_text, camera, w_text=7.5, 
   camera = jnp.asarray(camera)
   null_camera = jnp.zeros_like(camera) if null_camera is None else _match_batch(null_camera, camera, "null_camera")
   text, null_text, text_mask, null_text_mask = _text_sets(text, null_text, text_mask, null_text_mask)
-  e_uncond, e_text, e_full = batched_predictions(model_fn, [
+  return chain(model_fn, [
       {"text": null_text, "text_mask": null_text_mask, "camera": null_camera},
       {"text": text, "text_mask": text_mask, "camera": null_camera},
       {"text": text, "text_mask": text_mask, "camera": camera},
-  ], **shared)
-  return e_uncond + w_text * (e_text - e_uncond) + w_cam * (e_full - e_text)
+  ], [w_text, w_cam], **shared)
 
 
-def guided_denoiser(model_fn: Callable, objective, *, text, null_text, camera=None, w_text=7.5, w_cam=8.0,
-                    text_mask=None, null_text_mask=None, null_camera=None, **shared):
-  """Wraps a DiT and its guidance into the `denoise(x_t, t)` closure the samplers expect.
+def guided_denoiser(model_fn: Callable, objective, condition_sets: Sequence[Mapping], weights: Sequence = (),
+                    **shared) -> Callable:
+  """Wraps a network and its guidance chain into the `denoise(x_t, level)` closure the samplers expect.
 
-  The closure calls the model with `latents=x_t` and `timesteps=objective.model_timesteps(t)` (sigma * 1000 for
-  `FlowMatching`, the step index for `DDPM`) and combines the branches with
+  The closure calls, through `chain` (one batched forward per call),
 
-  - `camera_text_cfg` when `camera` is given and `w_cam` is not None (CameraCtrl II, one forward of `3 B`);
-  - `text_cfg` with scale `w_text` otherwise; the model then gets `camera` (possibly None) in both branches.
+    `model_fn(latents=x_t, timesteps=objective.model_timesteps(level), **shared, **condition_sets[k])`
+
+  and returns `objective.sampler_prediction(x_t, guided, level)`: the velocity for `FlowMatching` (x-prediction
+  networks are converted after guidance), the eps / v prediction unchanged for `DDPM`. `model_fn` returns the raw
+  network output. One condition set and no weights give the plain conditional prediction.
 
   Args:
-    model_fn: the network (camjax DiT call convention).
-    objective: a `FlowMatching` or `DDPM`, for `model_timesteps`.
-    text, null_text, text_mask, null_text_mask, null_camera: as in `camera_text_cfg`.
-    camera: camera condition `[B, T, H, W, 6]`, or None for a text-only model.
-    w_text: text guidance weight.
-    w_cam: camera guidance weight, or None for no separate camera guidance.
-    **shared: further fixed model inputs, e.g. `cond_mask`.
+    model_fn: the network (camjax DiT call convention, see the module docstring).
+    objective: a `FlowMatching` or `DDPM` (anything with `model_timesteps` and `sampler_prediction`).
+    condition_sets: k >= 1 condition sets, least to most conditioned (see `batched_predictions`).
+    weights: k - 1 guidance weights (see `chain`).
+    **shared: further model inputs common to every set, e.g. `cond_mask`.
 
   Returns:
-    `denoise(x_t [B, ...], t [B]) -> [B, ...]`, usable with `euler` (flow matching) or `ddim` (DDPM).
-  """
+    `denoise(x_t [B, ...], level [B]) -> [B, ...]`, for `objective.sample`, `euler` (flow) or `ddim` (DDPM).
 
-  def denoise(x_t, t):
-    timesteps = objective.model_timesteps(t)
-    if camera is not None and w_cam is not None:
-      return camera_text_cfg(model_fn, text=text, null_text=null_text, camera=camera, w_text=w_text, w_cam=w_cam,
-                             text_mask=text_mask, null_text_mask=null_text_mask, null_camera=null_camera,
-                             latents=x_t, timesteps=timesteps, **shared)
-    return text_cfg(model_fn, text=text, null_text=null_text, cfg_scale=w_text, text_mask=text_mask,
-                    null_text_mask=null_text_mask, latents=x_t, timesteps=timesteps, camera=camera, **shared)
+  Raises:
+    DiffusionError: a weight count other than k - 1, `latents` or `timesteps` among the inputs (the closure passes
+      them), or, when called, as `chain`.
+  """
+  condition_sets, weights = list(condition_sets), list(weights)
+  _check_chain(condition_sets, weights, "guided_denoiser")
+  for name in ("latents", "timesteps"):
+    if name in shared or any(isinstance(c, Mapping) and name in c for c in condition_sets):
+      raise DiffusionError(f"guided_denoiser passes {name!r} to the model itself; do not give it as an input")
+
+  def denoise(x_t, level):
+    guided = chain(model_fn, condition_sets, weights, latents=x_t, timesteps=objective.model_timesteps(level),
+                   **shared)
+    return objective.sampler_prediction(x_t, guided, level)
 
   return denoise

@@ -1,59 +1,77 @@
-"""Training objectives: rectified flow matching (WAN 2.1, CameraCtrl II) and DDPM (DynamiCrafter, MotionFlow).
+"""Training objectives, one interface: rectified flow matching (WAN 2.1, CameraCtrl II, Track2View, RealCam-I2V)
+and DDPM (DynamiCrafter, MotionFlow, RealCam-I2V).
 
-Both objectives are frozen (hashable) dataclasses, so they can be passed to `jax.jit` as static arguments. Arrays
-are JAX arrays whose first axis is the batch `B`; latents are channels-last `[B, T, H, W, C]`, but every function
-works for any `[B, ...]`. Per-example scalars (`sigma`, `timesteps`) are `[B]` (or scalars) and broadcast over the
-remaining axes.
+Both objectives are frozen (hashable) dataclasses, so they can be passed to `jax.jit` as static arguments, and
+`make_objective(cfg)` builds either from a config. Arrays are JAX arrays whose first axis is the batch `B`; latents
+are channels-last `[B, T, H, W, C]`, but every function works for any `[B, ...]`. Per-example noise levels are `[B]`
+(or scalars) and broadcast over the remaining axes.
+
+The interface (`Objective`), in the order a method uses it; `level` is the objective's noise level:
+
+  kind                                       "flow" or "ddpm" (class attribute)
+  sample_level(rng, batch) -> [B]            training levels: sigma in [0, 1] float32 / step in [0, N) int32
+  add_noise(x0, noise, level) -> x_t         the forward process
+  model_timesteps(level) -> [B] float32      the network's timestep input: sigma * 1000 / the step itself
+  loss_terms(x_t, pred, x0, noise, level)    (prediction, target) float32, the loss is their squared difference
+  sampler_prediction(x_t, pred, level)       the network output as the sampler integrates it
+  sample(denoise, x_T, *, steps, hooks=(), rng=None, **options)   runs `euler` (flow) or `ddim` (DDPM)
+
+Equations:
+
+- Flow matching: `x_t = (1 - sigma) x_0 + sigma eps`, velocity `v = dx_t / dsigma = eps - x_0`; the network outputs
+  `v` ("velocity") or `x_0` ("sample", then `v = (x_t - x_0) / sigma`). Sampled with `euler`.
+- DDPM (Ho et al. 2020): `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps` over N scaled-linear steps; the network
+  outputs `eps` or `v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0` (Salimans & Ho 2022). Sampled with `ddim`
+  (Song et al. 2021, eq. 12).
+
+Raises `DiffusionError` for invalid fields (on construction), unknown kinds, fields or sampler options, and
+per-example values or masks whose shapes do not fit the latents.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, Protocol
 
 import jax
 import jax.numpy as jnp
 
-from camjax.diffusion import schedules
-from camjax.errors import CamjaxError
+from camjax.diffusion import samplers, schedules
+from camjax.diffusion.broadcast import align_mask as _align_mask
+from camjax.diffusion.broadcast import per_example as _per_example
+from camjax.diffusion.errors import DiffusionError
+
+__all__ = ["DDPM", "DiffusionError", "FlowMatching", "OBJECTIVES", "Objective", "make_objective", "masked_mse"]
 
 FLOW_DENSITIES = ("uniform", "logit_normal")
 FLOW_PREDICTIONS = ("velocity", "sample")
 DDPM_PREDICTIONS = ("eps", "v")
 
 
-class DiffusionError(CamjaxError, ValueError):
-  """Invalid diffusion configuration or call: unknown density or parameterisation, mismatched condition sets, bad
-  mask shape."""
+class Objective(Protocol):
+  """The interface `FlowMatching` and `DDPM` share (see the module docstring); a method can train and sample
+  through it without knowing which objective it has."""
+
+  kind: ClassVar[str]
+
+  def sample_level(self, rng, batch: int) -> jax.Array: ...
+
+  def add_noise(self, x0, noise, level) -> jax.Array: ...
+
+  def model_timesteps(self, level) -> jax.Array: ...
+
+  def loss_terms(self, x_t, pred, x0, noise, level) -> tuple[jax.Array, jax.Array]: ...
+
+  def sampler_prediction(self, x_t, pred, level) -> jax.Array: ...
+
+  def sample(self, denoise: Callable, x_T, *, steps: int, hooks: Sequence[Callable] = (), rng=None,
+             **options) -> jax.Array: ...
 
 
-def _per_example(v, x):
-  """Reshapes per-example scalars `[B]` (or a scalar) to `[B, 1, ..., 1]` so they broadcast against `x [B, ...]`."""
-  v = jnp.asarray(v)
-  if v.ndim == 0:
-    return v
-  if v.ndim != 1 or v.shape[0] != x.shape[0]:
-    raise DiffusionError(f"expected per-example values of shape [{x.shape[0]}] (or a scalar) for an array of shape "
-                         f"{tuple(x.shape)}, got shape {tuple(v.shape)}")
-  return v.reshape(v.shape + (1,) * (x.ndim - 1))
-
-
-def _align_mask(mask, x, where: str):
-  """Aligns a mask with the leading axes of `x [B, ...]` (appending trailing singleton axes) as float32.
-
-  `[B, T, H, W]` and `[B, T, H, W, 1]` both become `[B, T, H, W, 1]` for `x [B, T, H, W, C]`.
-
-  Raises:
-    DiffusionError: the mask has more axes than `x` or does not broadcast to it.
-  """
-  mask = jnp.asarray(mask, dtype=jnp.float32)
-  if mask.ndim > x.ndim:
-    raise DiffusionError(f"{where}: mask of shape {tuple(mask.shape)} has more axes than the array "
-                         f"{tuple(x.shape)}")
-  mask = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
-  if any(m not in (1, n) for m, n in zip(mask.shape, x.shape)):
-    raise DiffusionError(f"{where}: mask of shape {tuple(mask.shape)} does not broadcast to the array "
-                         f"{tuple(x.shape)} (masks are aligned with the leading axes)")
-  return mask
+def _unknown_options(where: str, unknown: Mapping, allowed: Sequence[str]):
+  if unknown:
+    raise DiffusionError(f"{where}: unknown sampler option(s) {sorted(unknown)}; it takes {list(allowed)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +90,9 @@ class FlowMatching:
   which a narrow network cannot pass through, while the clean sample lies on a low-dimensional manifold.
 
   Attributes:
-    shift: timestep shift `s > 0` applied to the sampled times (1 = none).
+    kind: "flow" (class attribute).
+    shift: timestep shift `s > 0` applied to the sampled training times (1 = none); also `sample`'s default
+      sampling shift.
     density: "uniform" (`t ~ U[0, 1)`) or "logit_normal" (`t = sigmoid(N(logit_mean, logit_std^2))`).
     logit_mean: mean of the logit-normal density.
     logit_std: standard deviation of the logit-normal density.
@@ -84,6 +104,8 @@ class FlowMatching:
     DiffusionError: on construction, for an unknown `density` or `prediction`, `shift <= 0`, `logit_std <= 0` or
       `min_sigma <= 0`.
   """
+
+  kind: ClassVar[str] = "flow"
 
   shift: float = 1.0
   density: str = "logit_normal"
@@ -112,6 +134,10 @@ class FlowMatching:
     else:
       t = schedules.sample_timesteps_logit_normal(rng, (batch,), self.logit_mean, self.logit_std)
     return schedules.shift_sigma(t, self.shift)
+
+  def sample_level(self, rng, batch: int):
+    """The interface's training level: `sample_sigma(rng, batch)`, float32 `[B]` in [0, 1]."""
+    return self.sample_sigma(rng, batch)
 
   def add_noise(self, x0, noise, sigma):
     """Interpolates `x_t = (1 - sigma) x_0 + sigma eps`.
@@ -163,12 +189,35 @@ class FlowMatching:
     """Noise estimate from a velocity: `eps = x_t + (1 - sigma) v`."""
     return x_t + (1.0 - _per_example(sigma, x_t)) * v
 
+  def sampler_prediction(self, x_t, pred, sigma):
+    """What `euler` integrates: the velocity of the network output, `velocity(x_t, pred, sigma)`."""
+    return self.velocity(x_t, pred, sigma)
+
+  def sample(self, denoise, x_T, *, steps: int, hooks=(), rng=None, shift=None, clean=None, clean_mask=None,
+             **unknown):
+    """Samples with `euler(denoise, x_T, steps=steps, shift=shift, hooks=hooks, rng=rng, clean=..., clean_mask=...)`.
+
+    Args:
+      denoise: `denoise(x_t [B, ...], sigma [B]) -> velocity [B, ...]` (e.g. `guided_denoiser`).
+      x_T: initial standard normal noise `[B, ...]`.
+      steps: number of Euler steps (static).
+      hooks, rng, clean, clean_mask: as in `euler`.
+      shift: the sampling grid's timestep shift; None uses `self.shift` (CameraCtrl II samples at 12).
+
+    Raises:
+      DiffusionError: an option `euler` does not take (e.g. DDIM's `eta`), or as `euler`.
+    """
+    _unknown_options("FlowMatching.sample", unknown, ("shift", "clean", "clean_mask"))
+    return samplers.euler(denoise, x_T, steps=steps, shift=self.shift if shift is None else shift, hooks=hooks,
+                          rng=rng, clean=clean, clean_mask=clean_mask)
+
 
 @dataclasses.dataclass(frozen=True)
 class DDPM:
   """Discrete DDPM: `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`, `t` in {0, ..., N - 1}, scaled-linear betas.
 
   Attributes:
+    kind: "ddpm" (class attribute).
     prediction: "eps" (the model predicts `eps`) or "v" (it predicts `v = sqrt(abar) eps - sqrt(1 - abar) x_0`).
     num_train_timesteps: `N`.
     beta_start: first beta of the scaled-linear schedule.
@@ -177,6 +226,8 @@ class DDPM:
   Raises:
     DiffusionError: on construction, for an unknown `prediction` or an invalid schedule.
   """
+
+  kind: ClassVar[str] = "ddpm"
 
   prediction: str = "eps"
   num_train_timesteps: int = 1000
@@ -208,6 +259,10 @@ class DDPM:
     """Draws training steps uniformly from {0, ..., N - 1}; int32 `[B]`."""
     return jax.random.randint(rng, (batch,), 0, self.num_train_timesteps, dtype=jnp.int32)
 
+  def sample_level(self, rng, batch: int):
+    """The interface's training level: `sample_timesteps(rng, batch)`, int32 `[B]` in [0, N)."""
+    return self.sample_timesteps(rng, batch)
+
   def add_noise(self, x0, noise, timesteps):
     """Forward process `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`.
 
@@ -233,6 +288,17 @@ class DDPM:
     """The model's timestep input: the step index itself, as float32."""
     return jnp.asarray(timesteps).astype(jnp.float32)
 
+  def loss_terms(self, x_t, pred, x0, noise, timesteps):
+    """`(pred, target(x0, noise, timesteps))` as float32, the shape of `x0`: the network output and the `eps`
+    (or `v`) it regresses; `x_t` is unused (kept for the common interface)."""
+    del x_t
+    return pred.astype(jnp.float32), self.target(x0, noise, timesteps).astype(jnp.float32)
+
+  def sampler_prediction(self, x_t, pred, timesteps):
+    """What `ddim` consumes: the network output itself, in this objective's `prediction` parameterisation."""
+    del x_t, timesteps
+    return pred
+
   def predict_x0(self, x_t, pred, timesteps):
     """Clean estimate: `(x_t - sqrt(1 - abar) eps) / sqrt(abar)` (eps) or `sqrt(abar) x_t - sqrt(1 - abar) v` (v)."""
     a = self._abar(timesteps, x_t)
@@ -246,6 +312,63 @@ class DDPM:
       return pred
     a = self._abar(timesteps, x_t)
     return jnp.sqrt(a) * pred + jnp.sqrt(1.0 - a) * x_t
+
+  def sample(self, denoise, x_T, *, steps: int, hooks=(), rng=None, eta=0.0, steps_offset: int = 0, clean=None,
+             clean_mask=None, **unknown):
+    """Samples with `ddim(denoise, x_T, objective=self, steps=steps, eta=eta, rng=rng, hooks=hooks,
+    steps_offset=steps_offset, clean=..., clean_mask=...)`.
+
+    Args:
+      denoise: `denoise(x_t [B, ...], timesteps [B] float32) -> prediction` in `self.prediction`'s
+        parameterisation (e.g. `guided_denoiser`).
+      x_T: initial standard normal noise `[B, ...]`.
+      steps: number of DDIM steps (static).
+      hooks, rng, eta, steps_offset, clean, clean_mask: as in `ddim`.
+
+    Raises:
+      DiffusionError: an option `ddim` does not take (e.g. Euler's `shift`), or as `ddim`.
+    """
+    _unknown_options("DDPM.sample", unknown, ("eta", "steps_offset", "clean", "clean_mask"))
+    return samplers.ddim(denoise, x_T, objective=self, steps=steps, eta=eta, rng=rng, hooks=hooks, clean=clean,
+                         clean_mask=clean_mask, steps_offset=steps_offset)
+
+
+OBJECTIVES = {"flow": FlowMatching, "ddpm": DDPM}
+
+
+def make_objective(cfg) -> FlowMatching | DDPM:
+  """Builds an objective from a config: a mapping or an `ml_collections.ConfigDict` with `kind` ("flow" or "ddpm")
+  and any of that objective's dataclass fields (the rest keep their defaults).
+
+  Fields that belong to the *other* kind (e.g. `shift` with `kind="ddpm"`, `num_train_timesteps` with
+  `kind="flow"`) are ignored, so one config can carry both sets and switch with `--config.objective.kind=...`;
+  a name that is a field of neither objective is an error.
+
+  Examples:
+    `make_objective({"kind": "flow", "shift": 1.0, "density": "logit_normal", "prediction": "sample"})`,
+    `make_objective({"kind": "ddpm", "prediction": "eps", "num_train_timesteps": 1000, "beta_start": 0.00085,
+    "beta_end": 0.012})`.
+
+  Raises:
+    DiffusionError: `cfg` is not a mapping, `kind` is missing or unknown, a name is a field of neither objective,
+      or a field value is invalid (see the dataclasses).
+  """
+  if isinstance(cfg, Mapping):
+    values = dict(cfg)
+  elif callable(getattr(cfg, "items", None)):  # ml_collections.ConfigDict / FrozenConfigDict
+    values = dict(cfg.items())
+  else:
+    raise DiffusionError(f"make_objective needs a mapping or ConfigDict, got {type(cfg).__name__}")
+  kind = values.pop("kind", None)
+  if kind not in OBJECTIVES:
+    raise DiffusionError(f"unknown objective kind {kind!r}; choose one of {tuple(OBJECTIVES)}")
+  fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in OBJECTIVES.items()}
+  known = set().union(*fields.values())
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise DiffusionError(f"unknown objective field(s) {unknown} for kind {kind!r}; {kind!r} takes "
+                         f"{sorted(fields[kind])}")
+  return OBJECTIVES[kind](**{k: v for k, v in values.items() if k in fields[kind]})
 
 
 def masked_mse(pred, target, mask=None):

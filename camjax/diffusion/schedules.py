@@ -7,7 +7,8 @@ needs because its signal survives more noise than a small image does.
 DDPM (DynamiCrafter, MotionFlow) uses 1000 discrete steps with the "scaled linear" betas of Stable Diffusion and
 `x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`.
 
-Every function is jit-able; integer sizes (`steps`, `num_train_timesteps`, shapes) are static.
+Every function is jit-able; integer sizes (`steps`, `num_train_timesteps`, shapes) are static. Invalid sizes,
+shifts or betas given as Python numbers raise `DiffusionError` (from `camjax.diffusion.errors`, the floor below).
 """
 
 from __future__ import annotations
@@ -15,16 +16,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def _error(message: str):
-  # Imported lazily: objectives.py (home of DiffusionError) imports this module.
-  from camjax.diffusion.objectives import DiffusionError
-  return DiffusionError(message)
+from camjax.diffusion.errors import DiffusionError
 
 
 def _check_shift(shift):
   if isinstance(shift, (int, float)) and not shift > 0:
-    raise _error(f"timestep shift must be > 0, got {shift}")
+    raise DiffusionError(f"timestep shift must be > 0, got {shift}")
 
 
 def shift_sigma(t, shift):
@@ -75,7 +72,7 @@ def sigma_schedule(steps: int, shift=1.0):
     DiffusionError: `steps < 1` or `shift <= 0`.
   """
   if int(steps) != steps or steps < 1:
-    raise _error(f"sigma_schedule needs an integer number of steps >= 1, got {steps}")
+    raise DiffusionError(f"sigma_schedule needs an integer number of steps >= 1, got {steps}")
   return shift_sigma(jnp.linspace(1.0, 0.0, int(steps) + 1, dtype=jnp.float32), shift)
 
 
@@ -86,10 +83,10 @@ def scaled_linear_betas(num_train_timesteps: int = 1000, beta_start: float = 0.0
     DiffusionError: `num_train_timesteps < 1` or betas outside (0, 1).
   """
   if int(num_train_timesteps) != num_train_timesteps or num_train_timesteps < 1:
-    raise _error(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps}")
+    raise DiffusionError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps}")
   for name, b in (("beta_start", beta_start), ("beta_end", beta_end)):
     if isinstance(b, (int, float)) and not 0.0 < b < 1.0:
-      raise _error(f"{name} must lie in (0, 1), got {b}")
+      raise DiffusionError(f"{name} must lie in (0, 1), got {b}")
   root = jnp.linspace(jnp.sqrt(jnp.float32(beta_start)), jnp.sqrt(jnp.float32(beta_end)), int(num_train_timesteps),
                       dtype=jnp.float32)
   return root**2

@@ -24,6 +24,7 @@ import numpy as np
 
 from camjax.eval.camera import PROTOCOLS, UNITS, camera_accuracy, summary
 from camjax.eval.errors import EvalError
+from camjax.eval.following_modes import MODE_NAMES, MODES
 from camjax.eval.quality import BASELINE_NAMES, BASELINES, baseline_scores, frames_label
 from camjax.io import atomic_write
 
@@ -426,15 +427,13 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
   camera) next to the trivial baselines (repeat first frame, mean colour), the controls (true vs reversed and null
   camera per scene, model vs baselines), per-scene rows, strips (ground truth, then one row per mode and baseline)
   and frusta; writes `report.md` and `metrics.json` into `out_dir`."""
-  from camjax.eval.following import MODES
   from camjax.geometry.plot import plot_trajectories
 
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   modes = tuple(m for m in MODES if m in result)
   cols = modes + tuple(b for b in BASELINES if b in result)
-  names = {"camera": "camera-conditioned", "null_camera": "null camera", "reversed_camera": "reversed camera",
-           **{b: f"baseline: {BASELINE_NAMES[b]}" for b in BASELINES}}
+  names = {**MODE_NAMES, **{b: f"baseline: {BASELINE_NAMES[b]}" for b in BASELINES}}
   frames = frames_label(result.get("skip_frames", 1))
   keys = list(result["camera"])
   label = {"psnr": f"PSNR dB ({frames})", "ssim": f"SSIM ({frames})"}

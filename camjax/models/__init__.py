@@ -1,6 +1,13 @@
-"""camjax models: the WAN 2.1 DiT, autoencoders, text encoders."""
+"""camjax models: the WAN 2.1 DiT (with generic conditioning inputs and LoRA), its diffusers loader, autoencoders, text
+encoders.
+
+Imports flow one way: `layers` <- `lora` <- `wan` <- `weights` (and `text`); nothing here imports
+`camjax.conditioning` or `camjax.methods`.
+"""
 
 from camjax.models.layers import ModelError
-from camjax.models.wan import PRESETS, WanConfig, WanDiT, num_params, preset
+from camjax.models.wan import LORA_TARGETS, PRESETS, WanConfig, WanDiT, num_params, preset
+from camjax.models.weights import WeightsError, load_diffusers
 
-__all__ = ["ModelError", "PRESETS", "WanConfig", "WanDiT", "num_params", "preset"]
+__all__ = ["LORA_TARGETS", "ModelError", "PRESETS", "WanConfig", "WanDiT", "WeightsError", "load_diffusers",
+           "num_params", "preset"]

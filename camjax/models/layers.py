@@ -23,17 +23,24 @@ class ModelError(CamjaxError):
   """A model built or called with inconsistent shapes or options."""
 
 
-def param(rngs: nnx.Rngs | None, init, shape, names: Names, dtype=jnp.float32) -> nnx.Param:
-  """An `nnx.Param` initialised with `init(key, shape, dtype)` that carries logical axis `names`."""
+def param(rngs: nnx.Rngs | None, init, shape, names: Names, dtype=jnp.float32, kind=nnx.Param) -> nnx.Param:
+  """A parameter initialised with `init(key, shape, dtype)` that carries logical axis `names`.
+
+  `kind` is the `nnx.Param` subclass to create (e.g. `camjax.models.lora.LoraParam`, so filters can select it).
+  """
   if len(names) != len(shape):
     raise ModelError(f"logical names {tuple(names)} do not match parameter shape {tuple(shape)}")
   key = rngs.params() if rngs is not None else jax.random.key(0)
   init = nnx.with_partitioning(init, tuple(names))
-  return nnx.Param(init(key, tuple(shape), dtype))
+  return kind(init(key, tuple(shape), dtype))
 
 
 class Dense(nnx.Module):
-  """`y = x @ kernel + bias` with `kernel [in, out]` (a torch Linear's weight transposed)."""
+  """`y = x @ kernel + bias (+ lora(x))` with `kernel [in, out]` (a torch Linear's weight transposed).
+
+  `lora` is None unless `camjax.models.lora.attach` gave the layer a low-rank adapter (any module mapping
+  `[..., in] -> [..., out]`); its output is added after the bias, so a zero adapter leaves `y` bit-identical.
+  """
 
   def __init__(self, in_features: int, out_features: int, names: Names, *, rngs: nnx.Rngs, use_bias: bool = True,
                dtype=jnp.float32, param_dtype=jnp.float32, kernel_init=nnx.initializers.xavier_uniform(),
@@ -41,12 +48,15 @@ class Dense(nnx.Module):
     self.dtype = dtype
     self.kernel = param(rngs, kernel_init, (in_features, out_features), names, param_dtype)
     self.bias = param(rngs, bias_init, (out_features,), names[1:], param_dtype) if use_bias else None
+    self.lora = nnx.data(None)  # a data slot: `lora.attach` may put an adapter module here
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.dtype
     y = jnp.dot(x.astype(dtype), self.kernel[...].astype(dtype))
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
+    if self.lora is not None:
+      y = y + self.lora(x).astype(dtype)
     return y
 
 

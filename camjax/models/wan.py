@@ -1,27 +1,49 @@
-"""The WAN 2.1 video diffusion transformer in Flax NNX, with the CameraCtrl II camera patchify and a condition mask.
+"""The WAN 2.1 video diffusion transformer in Flax NNX, with generic zero-initialised conditioning inputs.
 
 Architecture (WAN 2.1; diffusers `WanTransformer3DModel`, REFERENCE.md section 8), channels-last throughout:
 
-  latents [B, T, H, W, C] (+ condition-mask channel)  --3D patchify (1, 2, 2)-->  tokens [B, N, D]
-  (+ CameraCtrl II camera tokens: the Plücker map patchified the same way, bias-free and zero-initialised, added
-   before block 0; an all-zero map, the null camera, adds exactly nothing)
+  latents [B, T, H, W, C] ++ extra_in [B, T, H, W, E]  --3D patchify (1, 2, 2)-->  tokens [B, N, D]  (+ token_map)
   timesteps [B] (0..1000) --sinusoid (cos first)--> time MLP --> temb [B, D] --SiLU, Linear--> 6-way modulation
   text [B, L, text_dim] --Linear, GELU-tanh, Linear--> context [B, L, D]
-  blocks x num_layers:
-    x += gate_msa * SelfAttn(LN(x) * (1 + scale_msa) + shift_msa)    (q/k RMSNorm across heads, 3D RoPE)
+  blocks l = 0 .. num_layers - 1:
+    x += gate_msa * SelfAttn(LN(x) * (1 + scale_msa) + shift_msa)   (q/k RMSNorm across heads, 3D RoPE;
+                                                                      + keys/values of extra_kv[l], gated)
     x += CrossAttn(LN_affine(x), context)
+    x += gate_s * cross_scale[s] * CrossAttn_s(LN(x), context_s)     (each configured cross stream s)
     x += c_gate * FFN_gelu_tanh(LN(x) * (1 + c_scale) + c_shift)
-  out = Linear(LN(x) * (1 + scale) + shift)  --unpatchify--> [B, T, H, W, C]
+  out = Linear(LN(x) * (1 + scale) + shift)  --unpatchify--> [B, T, H, W, C_out]
+
+The model knows no paper. A paper's conditioner (`camjax.conditioning.<paper>`) turns its inputs into these generic
+hooks, each of which starts at zero, so a loaded WAN computes exactly what WAN computes until training moves it:
+
+  extra_in       `[B, T, H, W, extra_in_channels]` channels after the latent channels (their patch-embedding kernel
+                 rows are zero when WAN weights are loaded). RealCam-I2V: the clean first-frame latent and its mask;
+                 clip extension: the condition mask.
+  token_map      `[B, N, D]` tokens added after the patch embedding, before block 0 (no parameters here: the
+                 conditioner owns its zero-initialised projection). CameraCtrl II: the camera patchify of the Plücker
+                 map; Track2View: the maps of both halves of its concatenated sequence; MotionFlow: semantic features.
+  cross          named cross-attention streams (`cross_streams`), each with its own projections and a zero-initialised
+                 per-block gate, scaled by `cross_scale` at call time. MotionFlow: camera attention (lambda_c).
+  extra_kv       `[num_layers, B, M, D]` per-layer hidden states whose keys/values (each block's own projections) the
+                 self-attention also attends to, through a zero-initialised per-block gate. MotionFlow: reference
+                 attention on a reference network's hidden states (that network called with `return_hidden=True`).
+  positions      per-token RoPE positions replacing the default grid. Track2View: the second half of a concatenated
+                 sequence takes the same frame positions as the first.
+  return_hidden  every block's output `[num_layers, B, N, D]`.
+  LoRA           `lora_rank > 0`: zero-initialised low-rank adapters on `lora_targets` (`camjax.models.lora`).
+                 Track2View.
 
 Blocks are stacked along a leading `layers` axis and run with `jax.lax.scan` (or a Python loop) under a configurable
 `jax.checkpoint` policy. Rotary tables, the time embedder, the modulation tables and the norms stay in float32, as in
-WAN; the rest computes in `config.dtype`.
+WAN; the rest computes in `config.dtype`. Diffusers weights load with `camjax.models.weights.load_diffusers`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -29,6 +51,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from camjax import sharding
+from camjax.models.lora import attach as attach_lora
 from camjax.models.layers import (Dense, LayerNorm, ModelError, PatchEmbed, RMSNorm, attention, gelu_tanh, layer_norm,
                                   param, unpatchify)
 
@@ -41,14 +64,25 @@ REMAT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_saveable,
 }
 
+# Linear layers of a block that can carry LoRA adapters ("<module>.<layer>"): q, k, v, output projections of the self-
+# (attn1) and text cross-attention (attn2), and both FFN linears.
+LORA_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out", "attn2.to_q", "attn2.to_k", "attn2.to_v",
+                "attn2.to_out", "ffn.proj_in", "ffn.proj_out")
+
 
 @dataclasses.dataclass(frozen=True)
 class WanConfig:
-  """Size and options of a WAN 2.1 DiT.
+  """Size and options of a WAN 2.1 DiT (frozen and hashable: it is static under `jax.jit`).
 
   The first block of fields mirrors diffusers' `WanTransformer3DModel` config (`from_diffusers_config`); the rest are
-  camjax options. `in_channels` counts latent channels only; `cond_mask=True` adds one mask channel to the patch
-  embedding input (zero-initialised when importing WAN weights so the pretrained model is unchanged).
+  camjax options. None of the camjax extensions exists in a WAN checkpoint; each starts at zero (module docstring):
+    extra_in_channels: input channels concatenated after the `in_channels` latent channels before the patch embedding
+      (`in_channels` counts latent channels only).
+    cross_streams: `((name, context_dim), ...)`: extra cross-attention streams (a mapping `{name: context_dim}` is
+      accepted and stored as pairs). Names are Python identifiers.
+    extra_kv: give every block's self-attention a gate for extra keys/values (`__call__(extra_kv=...)`).
+    lora_rank, lora_alpha, lora_targets: LoRA adapters `(alpha / rank) A B` on the named linears of every block (see
+      `LORA_TARGETS`); none when `lora_rank == 0`.
   """
 
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -64,14 +98,26 @@ class WanConfig:
   eps: float = 1e-6
   rope_theta: float = 10000.0
   rope_max_seq_len: int = 1024
+  # camjax extensions (zero-initialised; not in WAN checkpoints)
+  extra_in_channels: int = 0
+  cross_streams: tuple[tuple[str, int], ...] = ()
+  extra_kv: bool = False
+  lora_rank: int = 0
+  lora_alpha: float = 1.0
+  lora_targets: tuple[str, ...] = LORA_TARGETS
   # camjax options
-  camera: bool = True  # CameraCtrl II camera patchify
-  cond_mask: bool = False  # condition-mask channel concatenated to the latents
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   scan_layers: bool = True
   remat: str = "none"  # key of REMAT_POLICIES
   attention: str = "xla"  # "xla" | "cudnn"
+
+  def __post_init__(self):
+    # Lists (from config files) become tuples so that the config stays hashable.
+    streams = self.cross_streams.items() if isinstance(self.cross_streams, Mapping) else self.cross_streams
+    object.__setattr__(self, "cross_streams", tuple(tuple(s) if isinstance(s, list | tuple) else s for s in streams))
+    object.__setattr__(self, "patch_size", tuple(self.patch_size))
+    object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
   @property
   def dim(self) -> int:
@@ -81,8 +127,16 @@ class WanConfig:
   def patch_volume(self) -> int:
     return math.prod(self.patch_size)
 
+  @property
+  def cross_stream_names(self) -> tuple[str, ...]:
+    return tuple(name for name, _ in self.cross_streams)
+
   def replace(self, **kw) -> WanConfig:
     return dataclasses.replace(self, **kw)
+
+  def plain(self) -> WanConfig:
+    """This config without camjax extensions: the model a WAN checkpoint of this size holds."""
+    return self.replace(extra_in_channels=0, cross_streams=(), extra_kv=False, lora_rank=0)
 
   def validate(self) -> WanConfig:
     if self.head_dim % 2 or self.head_dim < 6:
@@ -94,11 +148,41 @@ class WanConfig:
         raise ModelError(f"{name} {getattr(self, name)!r} not in {sorted(_DTYPES)}")
     if len(self.patch_size) != 3:
       raise ModelError(f"patch_size {self.patch_size} must be (pt, ph, pw)")
+    if not isinstance(self.extra_in_channels, numbers.Integral) or self.extra_in_channels < 0:
+      raise ModelError(f"extra_in_channels {self.extra_in_channels!r} must be an integer >= 0")
+    self._validate_cross_streams()
+    self._validate_lora()
     return self
+
+  def _validate_cross_streams(self):
+    for stream in self.cross_streams:
+      ok = isinstance(stream, tuple) and len(stream) == 2 and isinstance(stream[0], str) and stream[0].isidentifier()
+      if not ok or not isinstance(stream[1], numbers.Integral) or stream[1] < 1:
+        raise ModelError(f"cross_streams entry {stream!r} must be (name, context_dim) with an identifier name and "
+                         "context_dim >= 1")
+    names = self.cross_stream_names
+    if len(set(names)) != len(names):
+      raise ModelError(f"cross_streams names {names} are not unique")
+
+  def _validate_lora(self):
+    if not isinstance(self.lora_rank, numbers.Integral) or self.lora_rank < 0:
+      raise ModelError(f"lora_rank {self.lora_rank!r} must be an integer >= 0")
+    if self.lora_rank and not self.lora_alpha > 0:
+      raise ModelError(f"lora_alpha {self.lora_alpha!r} must be > 0")
+    unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+    if unknown:
+      raise ModelError(f"lora_targets {unknown} unknown; choose from {LORA_TARGETS}")
+    if len(set(self.lora_targets)) != len(self.lora_targets):
+      raise ModelError(f"lora_targets {self.lora_targets} has duplicates")
+    if self.lora_rank and not self.lora_targets:
+      raise ModelError(f"lora_rank {self.lora_rank} with no lora_targets")
 
   @classmethod
   def from_diffusers_config(cls, cfg: dict[str, Any], **overrides) -> WanConfig:
-    """From a diffusers `config.json` of `WanTransformer3DModel` (T2V; I2V image conditioning is refused)."""
+    """From a diffusers `config.json` of `WanTransformer3DModel` (T2V; I2V image conditioning is refused).
+
+    `overrides` set any other field, e.g. `extra_in_channels=1, lora_rank=4, dtype="bfloat16"`.
+    """
     if cfg.get("image_dim") or cfg.get("added_kv_proj_dim"):
       raise ModelError("WAN I2V checkpoints (image_dim / added_kv_proj_dim) are not supported yet; use a T2V model")
     if cfg.get("qk_norm", "rms_norm_across_heads") not in ("rms_norm_across_heads", True):
@@ -174,32 +258,53 @@ def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
   return head_dim - h - w, h, w
 
 
+def grid_positions(grid: tuple[int, int, int], offset=(0, 0, 0)) -> jax.Array:
+  """RoPE positions of a token grid: `[t * h * w, 3]` float32 (frame, row, column) in (t, h, w) raster order.
+
+  Positions are in patch units and start at `offset`.
+  """
+  axes = [jnp.arange(n, dtype=jnp.float32) + offset[axis] for axis, n in enumerate(grid)]
+  return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def rope_angles_from_positions(positions: jax.Array, head_dim: int, theta: float = 10000.0) -> jax.Array:
+  """Rotation angles of WAN's 3D RoPE for tokens at `positions [..., N, 3]` (frame, row, column; patch units).
+
+  Each axis gets its own 1D RoPE of width `rope_axis_dims(head_dim)`; channel pair `k` of an axis of width `d` rotates
+  by `pos * theta^(-2k / d)`. Positions may be fractional or repeat (e.g. two token sets on the same frames).
+
+  Returns:
+    `[..., N, head_dim // 2]` float32 angles (radians): the t pairs, then the h pairs, then the w pairs.
+  """
+  positions = positions.astype(jnp.float32)
+  angles = []
+  for axis, d in enumerate(rope_axis_dims(head_dim)):
+    inv = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32)[: d // 2] / d)
+    angles.append(positions[..., axis:axis + 1] * inv)
+  return jnp.concatenate(angles, axis=-1)
+
+
 def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0,
                 offset: tuple[int, int, int] = (0, 0, 0)) -> jax.Array:
-  """Rotation angles of WAN's 3D RoPE for a token grid.
-
-  Each axis (frame, row, column) gets its own 1D RoPE of width `rope_axis_dims(head_dim)`; channel pair `k` of an axis of
-  width `d` rotates by `pos * theta^(-2k / d)`. Positions start at `offset` (used to continue a scene clip by clip).
+  """Rotation angles of WAN's 3D RoPE for a token grid whose positions start at `offset` (e.g. to continue a scene
+  clip by clip): `rope_angles_from_positions(grid_positions(grid, offset), ...)`.
 
   Returns:
     `[t * h * w, head_dim // 2]` float32 angles (radians), tokens in (t, h, w) raster order.
   """
-  angles = []
-  for axis, (n, d) in enumerate(zip(grid, rope_axis_dims(head_dim))):
-    inv = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32)[: d // 2] / d)
-    pos = jnp.arange(n, dtype=jnp.float32) + offset[axis]
-    a = pos[:, None] * inv[None]
-    shape = [1, 1, 1, d // 2]
-    shape[axis] = n
-    angles.append(jnp.broadcast_to(a.reshape(shape), (*grid, d // 2)))
-  return jnp.concatenate(angles, axis=-1).reshape(-1, head_dim // 2)
+  return rope_angles_from_positions(grid_positions(grid, offset), head_dim, theta)
 
 
 def apply_rope(x: jax.Array, angles: jax.Array) -> jax.Array:
-  """Rotate interleaved channel pairs `(2k, 2k + 1)` of `x [B, N, heads, head_dim]` by `angles [N, head_dim / 2]`."""
+  """Rotate interleaved channel pairs `(2k, 2k + 1)` of `x [B, N, heads, head_dim]` by `angles`.
+
+  `angles` is `[N, head_dim / 2]` (shared by the batch) or `[B, N, head_dim / 2]` (per sample).
+  """
   x32 = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
-  cos = jnp.cos(angles)[None, :, None, :]
-  sin = jnp.sin(angles)[None, :, None, :]
+  if angles.ndim == 2:
+    angles = angles[None]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
   x1, x2 = x32[..., 0], x32[..., 1]
   out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
   return out.reshape(x.shape).astype(x.dtype)
@@ -252,21 +357,46 @@ class Attention(nnx.Module):
     self.norm_q = RMSNorm(dim, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
     self.norm_k = RMSNorm(dim, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
 
-  def __call__(self, x, context=None, mask=None, rope=None):
+  def __call__(self, x, context=None, mask=None, rope=None, extra_kv=None):
+    """Attention of `x [B, N, D]` over `context [B, S, D]` (None: self-attention), key `mask [B, S]` (True = attend).
+
+    Args:
+      rope: RoPE angles for q and k, `[N, head_dim / 2]` or `[B, N, head_dim / 2]` (self-attention).
+      extra_kv: optional `(states [B, M, D], angles [M | B, M, head_dim / 2] or None, gate [D])`: keys/values of
+        `states` from this layer's own projections join those of `context`, blended in per channel (before `to_out`)
+        as `o = a(x; ctx) + gate * (a(x; [ctx, states]) - a(x; ctx))`: exactly `a(x; ctx)` at gate 0, the joint
+        attention over both at gate 1.
+    """
     context = x if context is None else context
     kv_seq = self.seq_axis if context is x else "act_text"
-    q = self.norm_q(self.to_q(x))
-    k = self.norm_k(self.to_k(context))
-    v = self.to_v(context)
-    heads = lambda a: a.reshape(*a.shape[:-1], self.num_heads, -1)
-    q, k, v = heads(q), heads(k), heads(v)
-    q = sharding.constrain(q, ("act_batch", self.seq_axis, "act_heads", "act_kv"))
-    k = sharding.constrain(k, ("act_batch", kv_seq, "act_heads", "act_kv"))
-    v = sharding.constrain(v, ("act_batch", kv_seq, "act_heads", "act_kv"))
+    q = self._split_heads(self.norm_q(self.to_q(x)), self.seq_axis)
+    k, v = self._keys_values(context, kv_seq)
     if rope is not None:
       q, k = apply_rope(q, rope), apply_rope(k, rope)
     out = attention(q, k, v, mask, self.implementation)
+    if extra_kv is not None:
+      out = self._blend_extra(q, k, v, mask, out, *extra_kv)
     return self.to_out(out.reshape(*out.shape[:2], -1))
+
+  def _split_heads(self, a, seq_axis):
+    a = a.reshape(*a.shape[:-1], self.num_heads, -1)
+    return sharding.constrain(a, ("act_batch", seq_axis, "act_heads", "act_kv"))
+
+  def _keys_values(self, context, seq_axis):
+    return (self._split_heads(self.norm_k(self.to_k(context)), seq_axis),
+            self._split_heads(self.to_v(context), seq_axis))
+
+  def _blend_extra(self, q, k, v, mask, out, states, angles, gate):
+    k_extra, v_extra = self._keys_values(states, "act_text")
+    if angles is not None:
+      k_extra = apply_rope(k_extra, angles)
+    if mask is not None:
+      mask = jnp.concatenate([mask.astype(bool), jnp.ones(states.shape[:2], bool)], axis=1)
+    joint = attention(q, jnp.concatenate([k, k_extra], axis=1), jnp.concatenate([v, v_extra], axis=1), mask,
+                      self.implementation)
+    gate = gate.astype(jnp.float32).reshape(self.num_heads, -1)
+    out32 = out.astype(jnp.float32)
+    return (out32 + gate * (joint.astype(jnp.float32) - out32)).astype(out.dtype)
 
 
 class FeedForward(nnx.Module):
@@ -284,8 +414,31 @@ class FeedForward(nnx.Module):
     return self.proj_out(h)
 
 
+class CrossStream(nnx.Module):
+  """An extra cross-attention stream of a block: `x += gate * scale * Attn(LN(x), context)`, `gate [D]` starting at 0.
+
+  `context` is already projected to the model width; `scale` is a call-time float (or `[B]`), e.g. MotionFlow's
+  lambda_c.
+  """
+
+  def __init__(self, dim: int, num_heads: int, *, eps: float, implementation: str, rngs, dtype, param_dtype):
+    self.eps = eps
+    self.attn = Attention(dim, num_heads, eps=eps, implementation=implementation, rngs=rngs, dtype=dtype,
+                          param_dtype=param_dtype)
+    self.gate = param(rngs, nnx.initializers.zeros_init(), (dim,), ("embed",), param_dtype)
+
+  def __call__(self, x, context, mask, scale):
+    """x `[B, N, D]`; context `[B, Lc, D]`; mask `[B, Lc]` bool or None; scale: a scalar or `[B]`."""
+    h = layer_norm(x.astype(jnp.float32), self.eps).astype(x.dtype)
+    y = self.attn(h, context, mask).astype(jnp.float32) * self.gate[...].astype(jnp.float32)
+    scale = jnp.asarray(scale, jnp.float32)
+    y = y * (scale.reshape(-1, 1, 1) if scale.ndim else scale)
+    return (x.astype(jnp.float32) + y).astype(x.dtype)
+
+
 class WanBlock(nnx.Module):
-  """One WAN 2.1 transformer block (self-attention, cross-attention, FFN with 6-way AdaLN modulation)."""
+  """One WAN 2.1 transformer block (self-attention, cross-attention, FFN with 6-way AdaLN modulation), plus the camjax
+  extensions its config asks for (cross streams, an extra-keys/values gate, LoRA adapters)."""
 
   def __init__(self, config: WanConfig, *, rngs: nnx.Rngs):
     c = config
@@ -300,20 +453,50 @@ class WanBlock(nnx.Module):
     self.eps = c.eps
     init = lambda key, shape, dt: jax.random.normal(key, shape, dt) / dim**0.5
     self.scale_shift_table = param(rngs, init, (1, 6, dim), (None, "modulation", "embed"), param_dtype)
+    self._add_extras(c, rngs)
 
-  def __call__(self, x, context, context_mask, modulation, rope):
-    """x `[B, N, D]`; context `[B, L, D]`; modulation `[B, 6, D]` float32; rope `[N, head_dim / 2]`."""
+  def _add_extras(self, c: WanConfig, rngs: nnx.Rngs):
+    """camjax's block parameters, created after WAN's so that WAN's keep their seeded values."""
+    dtype, param_dtype = _DTYPES[c.dtype], _DTYPES[c.param_dtype]
+    self.cross = nnx.Dict({
+        name: CrossStream(c.dim, c.num_heads, eps=c.eps, implementation=c.attention, rngs=rngs, dtype=dtype,
+                          param_dtype=param_dtype) for name in c.cross_stream_names}) if c.cross_streams else None
+    self.extra_kv_gate = param(rngs, nnx.initializers.zeros_init(), (c.dim,), ("heads",),
+                               param_dtype) if c.extra_kv else None
+    for target in c.lora_targets if c.lora_rank else ():
+      module, layer = target.split(".")
+      attach_lora(getattr(getattr(self, module), layer), c.lora_rank, c.lora_alpha, rngs=rngs)
+
+  def __call__(self, x, context, context_mask, modulation, rope, extras=None):
+    """One block.
+
+    Args:
+      x: `[B, N, D]` tokens.
+      context: `[B, L, D]` projected text; context_mask: `[B, L]` bool or None.
+      modulation: `[B, 6, D]` float32.
+      rope: `[N, head_dim / 2]` or `[B, N, head_dim / 2]` angles.
+      extras: optional camjax inputs of this layer: `"cross"`: `{name: (context [B, Lc, D], mask or None, scale)}`;
+        `"extra_kv"`: `[B, M, D]` states (pre-normalised and modulated here like `x`); `"extra_kv_rope"`: their
+        angles `[M | B, M, head_dim / 2]` or None.
+    """
+    extras = extras or {}
     mod = self.scale_shift_table[...].astype(jnp.float32) + modulation
     shift, scale, gate, c_shift, c_scale, c_gate = [mod[:, i][:, None] for i in range(6)]
     ln = lambda a: layer_norm(a.astype(jnp.float32), self.eps)
     dtype = x.dtype
 
     h = (ln(x) * (1 + scale) + shift).astype(dtype)
-    x = (x.astype(jnp.float32) + self.attn1(h, rope=rope).astype(jnp.float32) * gate).astype(dtype)
+    extra_kv = None
+    if extras.get("extra_kv") is not None:
+      states = (ln(extras["extra_kv"]) * (1 + scale) + shift).astype(dtype)
+      extra_kv = (states, extras.get("extra_kv_rope"), self.extra_kv_gate[...])
+    x = (x.astype(jnp.float32) + self.attn1(h, rope=rope, extra_kv=extra_kv).astype(jnp.float32) * gate).astype(dtype)
     x = sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
 
     h = self.norm2(x) if self.norm2 is not None else x
     x = x + self.attn2(h, context, context_mask).astype(dtype)
+    for name, (stream_context, stream_mask, stream_scale) in extras.get("cross", {}).items():
+      x = self.cross[name](x, stream_context, stream_mask, stream_scale)
 
     h = (ln(x) * (1 + c_scale) + c_shift).astype(dtype)
     x = (x.astype(jnp.float32) + self.ffn(h).astype(jnp.float32) * c_gate).astype(dtype)
@@ -326,27 +509,42 @@ class WanBlock(nnx.Module):
 
 
 class WanDiT(nnx.Module):
-  """WAN 2.1 DiT with CameraCtrl II camera conditioning.
+  """WAN 2.1 DiT with generic, zero-initialised conditioning inputs (module docstring).
 
-  Call: `model(latents, timesteps, text, text_mask=None, camera=None, cond_mask=None) -> [B, T, H, W, C_out]`.
+  Call::
 
-  Args (of `__call__`):
-    latents: `[B, T, H, W, C]` channels-last noisy latents; T, H, W divisible by the patch size.
+    model(latents, timesteps, text, text_mask=None, *, extra_in=None, token_map=None, cross=None, cross_scale=None,
+          extra_kv=None, extra_kv_rope=None, positions=None, rope_offset=(0, 0, 0), return_hidden=False)
+
+  Args (of `__call__`; N = (T/pt)(H/ph)(W/pw) tokens, D = `config.dim`):
+    latents: `[B, T, H, W, in_channels]` channels-last noisy latents; T, H, W divisible by the patch size.
     timesteps: `[B]` diffusion time on WAN's 0..1000 scale (flow matching: `sigma * 1000`).
     text: `[B, L, text_dim]` text embeddings (umT5 for WAN weights, the byte encoder for the CPU default).
     text_mask: optional `[B, L]` bool key mask for cross-attention (None = attend to all L, as WAN does with
       zero-padded embeddings).
-    camera: optional `[B, T, H, W, 6]` Plücker map at the latent grid (one pose per latent frame). None or an
-      all-zero map is the null camera (unlabeled clips, camera CFG); requires `config.camera`.
-    cond_mask: optional `[B, T, H, W, 1]` (or `[B, T, H, W]`): 1 = clean condition token, 0 = generate.
-      Concatenated to the latent channels when `config.cond_mask` (None = all zeros).
-    rope_offset: optional (t, h, w) position offset of the first token for RoPE.
+    extra_in: `[B, T, H, W, extra_in_channels]` channels concatenated after the latent channels (None = zeros);
+      requires `config.extra_in_channels`.
+    token_map: `[B, N, D]` added to the tokens after the patch embedding, before block 0 (None = nothing).
+    cross: `{name: context [B, Lc, context_dim]}` or `{name: (context, mask [B, Lc] bool)}` for configured
+      `cross_streams`; a stream left out skips its branch (exactly as if it had no parameters).
+    cross_scale: `{name: float or [B]}` multiplier of each stream's output (default 1.0).
+    extra_kv: `[num_layers, B, M, D]` per-layer states (another DiT's `return_hidden`); block l's self-attention also
+      attends to `extra_kv[l]` (scanned with the layers); requires `config.extra_kv`.
+    extra_kv_rope: RoPE positions of the extra states, `[M, 3]` or `[B, M, 3]` (frame, row, column in patch units, as
+      `positions`; `rope_offset` is NOT added); None = their keys are not rotated.
+    positions: RoPE positions of the tokens, `[N, 3]` or `[B, N, 3]` float (frame, row, column in patch units), instead
+      of the grid `grid_positions((T/pt, H/ph, W/pw))`; `rope_offset` is added to either.
+    rope_offset: (t, h, w) position offset of the tokens.
+    return_hidden: also return every block's output.
 
   Returns:
-    The model prediction (velocity for flow matching) `[B, T, H, W, out_channels]` in the compute dtype.
+    The model prediction (velocity for flow matching) `[B, T, H, W, out_channels]` in the compute dtype; with
+    `return_hidden`, `(prediction, hidden [num_layers, B, N, D])`.
 
   Raises:
-    ModelError: shapes that do not match the config (listed in the message).
+    ModelError: inputs that do not match the config (the expected shape is in the message).
+
+  Weights: `WanDiT.create` initialises (seeded); `camjax.models.weights.load_diffusers` loads a diffusers folder.
   """
 
   def __init__(self, config: WanConfig, *, rngs: nnx.Rngs):
@@ -356,15 +554,9 @@ class WanDiT(nnx.Module):
       self._build(config, rngs)
 
   def _build(self, c: WanConfig, rngs: nnx.Rngs):
-    # Local import: camjax.conditioning builds on camjax.models.layers (import cycle at module level).
-    from camjax.conditioning.cameractrl2 import CameraPatchify  # pylint: disable=import-outside-toplevel
-
     dtype, param_dtype = _DTYPES[c.dtype], _DTYPES[c.param_dtype]
-    in_ch = c.in_channels + (1 if c.cond_mask else 0)
-    self.patch_embedding = PatchEmbed(in_ch, c.dim, c.patch_size, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    # CameraCtrl II camera patchify: same patch size and width as the video patchify, zero-initialised, no bias.
-    self.camera_patchify = CameraPatchify(c.dim, c.patch_size, rngs=rngs, dtype=dtype,
-                                          param_dtype=param_dtype) if c.camera else None
+    self.patch_embedding = PatchEmbed(c.in_channels + c.extra_in_channels, c.dim, c.patch_size, rngs=rngs, dtype=dtype,
+                                      param_dtype=param_dtype)
     self.time_embedder = TimeEmbedding(c.freq_dim, c.dim, rngs=rngs, param_dtype=param_dtype)
     self.time_proj = Dense(c.dim, 6 * c.dim, ("embed", "modulation"), rngs=rngs, dtype=jnp.float32,
                            param_dtype=param_dtype)
@@ -380,19 +572,63 @@ class WanDiT(nnx.Module):
                           param_dtype=param_dtype, kernel_init=nnx.initializers.zeros_init())
     init = lambda key, shape, dt: jax.random.normal(key, shape, dt) / c.dim**0.5
     self.scale_shift_table = param(rngs, init, (1, 2, c.dim), (None, "modulation", "embed"), param_dtype)
+    self._add_extras(c, rngs)
+
+  def _add_extras(self, c: WanConfig, rngs: nnx.Rngs):
+    """camjax's top-level parameters, created after WAN's: one context projection `context_dim -> D` per stream."""
+    dtype, param_dtype = _DTYPES[c.dtype], _DTYPES[c.param_dtype]
+    self.cross_embedders = nnx.Dict({
+        name: Dense(context_dim, c.dim, (None, "embed"), rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+        for name, context_dim in c.cross_streams}) if c.cross_streams else None
 
   @classmethod
   def create(cls, config: WanConfig, *, seed: int = 0, mesh=None, rules=None) -> WanDiT:
     """Initialise with `nnx.Rngs(seed)`; with a mesh, parameters are created directly in their shardings."""
     return sharding.create_sharded(lambda: cls(config, rngs=nnx.Rngs(seed)), mesh, rules)
 
-  @classmethod
-  def from_diffusers(cls, path, mesh=None, rules=None, **overrides) -> WanDiT:
-    """Load a diffusers `save_pretrained` folder of `WanTransformer3DModel` (see `camjax.models.weights`)."""
-    from camjax.models import weights  # pylint: disable=import-outside-toplevel
-    return weights.load_diffusers(path, mesh=mesh, rules=rules, **overrides)
+  def __call__(self, latents, timesteps, text, text_mask=None, *, extra_in=None, token_map=None, cross=None,
+               cross_scale=None, extra_kv=None, extra_kv_rope=None, positions=None, rope_offset=(0, 0, 0),
+               return_hidden=False):
+    c = self.config
+    self._check(latents, timesteps, text, text_mask)
+    b, t, h, w, _ = latents.shape
+    pt, ph, pw = c.patch_size
+    grid = (t // pt, h // ph, w // pw)
+    self._check_extras(b, (t, h, w), math.prod(grid), extra_in=extra_in, token_map=token_map, cross=cross,
+                       cross_scale=cross_scale, extra_kv=extra_kv, extra_kv_rope=extra_kv_rope, positions=positions,
+                       rope_offset=rope_offset)
+    dtype = _DTYPES[c.dtype]
 
-  def _check(self, latents, timesteps, text, text_mask, camera, cond_mask):
+    x = latents.astype(dtype)
+    if c.extra_in_channels:
+      extra = jnp.zeros((b, t, h, w, c.extra_in_channels), dtype) if extra_in is None else extra_in
+      x = jnp.concatenate([x, extra.astype(dtype)], axis=-1)
+    x = self.patch_embedding(x)
+    if token_map is not None:
+      x = x + token_map.astype(dtype)
+    x = sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
+
+    if positions is None:
+      rope = rope_angles(grid, c.head_dim, c.rope_theta, rope_offset)
+    else:
+      offset = jnp.asarray(rope_offset, jnp.float32)
+      rope = rope_angles_from_positions(positions.astype(jnp.float32) + offset, c.head_dim, c.rope_theta)
+    temb = self.time_embedder(timestep_embedding(timesteps, c.freq_dim))  # float32 [B, D]
+    modulation = self.time_proj(jax.nn.silu(temb)).reshape(b, 6, c.dim)
+    context = self.text_embedder(text.astype(dtype))
+    context = sharding.constrain(context, ("act_batch", "act_text", "act_embed"))
+    extras = self._extras(cross, cross_scale, extra_kv_rope, dtype)
+
+    x, hidden = self._run_blocks(x, context, text_mask, modulation, rope, extras, extra_kv, return_hidden)
+
+    mod = self.scale_shift_table[...].astype(jnp.float32) + temb[:, None]  # [B, 2, D]
+    shift, scale = mod[:, 0:1], mod[:, 1:2]
+    x = (layer_norm(x.astype(jnp.float32), c.eps) * (1 + scale) + shift).astype(dtype)
+    x = self.proj_out(x)
+    out = unpatchify(x, grid, c.patch_size)
+    return (out, hidden) if return_hidden else out
+
+  def _check(self, latents, timesteps, text, text_mask):
     c = self.config
     if latents.ndim != 5 or latents.shape[-1] != c.in_channels:
       raise ModelError(f"latents must be [B, T, H, W, {c.in_channels}], got {latents.shape}")
@@ -405,68 +641,106 @@ class WanDiT(nnx.Module):
       raise ModelError(f"text must be [B={b}, L, {c.text_dim}], got {text.shape}")
     if text_mask is not None and text_mask.shape != text.shape[:2]:
       raise ModelError(f"text_mask must be {text.shape[:2]}, got {text_mask.shape}")
-    if camera is not None:
-      if not c.camera:
-        raise ModelError("a camera was given but the model was built with camera=False")
-      if camera.shape != (b, t, h, w, 6):
-        raise ModelError(f"camera must be the Plücker map at the latent grid {(b, t, h, w, 6)}, got {camera.shape}")
-    if cond_mask is not None:
-      if not c.cond_mask:
-        raise ModelError("a cond_mask was given but the model was built with cond_mask=False")
-      if cond_mask.shape not in ((b, t, h, w), (b, t, h, w, 1)):
-        raise ModelError(f"cond_mask must be {(b, t, h, w, 1)}, got {cond_mask.shape}")
 
-  def __call__(self, latents, timesteps, text, text_mask=None, camera=None, cond_mask=None, *,
-               rope_offset=(0, 0, 0)):
+  def _check_extras(self, b, thw, n, *, extra_in, token_map, cross, cross_scale, extra_kv, extra_kv_rope, positions,
+                    rope_offset):
     c = self.config
-    self._check(latents, timesteps, text, text_mask, camera, cond_mask)
-    dtype = _DTYPES[c.dtype]
-    b, t, h, w, _ = latents.shape
-    pt, ph, pw = c.patch_size
-    grid = (t // pt, h // ph, w // pw)
+    if extra_in is not None:
+      if not c.extra_in_channels:
+        raise ModelError("extra_in was given but the model was built with extra_in_channels=0")
+      if tuple(extra_in.shape) != (b, *thw, c.extra_in_channels):
+        raise ModelError(f"extra_in must be [B, T, H, W, extra_in_channels] = {(b, *thw, c.extra_in_channels)}, got "
+                         f"{tuple(extra_in.shape)}")
+    if token_map is not None and tuple(token_map.shape) != (b, n, c.dim):
+      raise ModelError(f"token_map must be [B, N, D] = {(b, n, c.dim)} (N tokens after the patchify), got "
+                       f"{tuple(token_map.shape)}")
+    self._check_cross(b, cross, cross_scale)
+    if extra_kv is not None:
+      if not c.extra_kv:
+        raise ModelError("extra_kv was given but the model was built with extra_kv=False")
+      if extra_kv.ndim != 4 or tuple(extra_kv.shape[:2]) != (c.num_layers, b) or extra_kv.shape[-1] != c.dim:
+        raise ModelError(f"extra_kv must be [num_layers, B, M, D] = ({c.num_layers}, {b}, M, {c.dim}), got "
+                         f"{tuple(extra_kv.shape)}")
+    if extra_kv_rope is not None:
+      if extra_kv is None:
+        raise ModelError("extra_kv_rope was given without extra_kv")
+      m = extra_kv.shape[2]
+      if tuple(extra_kv_rope.shape) not in ((m, 3), (b, m, 3)):
+        raise ModelError(f"extra_kv_rope must be [M, 3] = {(m, 3)} or [B, M, 3] = {(b, m, 3)}, got "
+                         f"{tuple(extra_kv_rope.shape)}")
+    if positions is not None and tuple(positions.shape) not in ((n, 3), (b, n, 3)):
+      raise ModelError(f"positions must be [N, 3] = {(n, 3)} or [B, N, 3] = {(b, n, 3)}, got "
+                       f"{tuple(positions.shape)}")
+    if len(rope_offset) != 3:
+      raise ModelError(f"rope_offset must be (t, h, w), got {rope_offset!r}")
 
-    x = latents.astype(dtype)
-    if c.cond_mask:
-      mask = jnp.zeros((b, t, h, w, 1), dtype) if cond_mask is None else cond_mask.reshape(b, t, h, w, 1)
-      x = jnp.concatenate([x, mask.astype(dtype)], axis=-1)
-    x = self.patch_embedding(x)
-    if camera is not None:
-      x = x + self.camera_patchify(camera.astype(dtype))
-    x = sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
+  def _check_cross(self, b, cross, cross_scale):
+    streams = dict(self.config.cross_streams)
+    for what, given in (("cross", cross), ("cross_scale", cross_scale)):
+      if given is None:
+        continue
+      if not isinstance(given, Mapping):
+        raise ModelError(f"{what} must be a mapping {{stream name: ...}}, got {type(given).__name__}")
+      unknown = sorted(set(given) - set(streams))
+      if unknown:
+        raise ModelError(f"{what} names streams {unknown} the model was not built with (cross_streams: "
+                         f"{tuple(streams)})")
+    for name, value in (cross or {}).items():
+      if isinstance(value, list | tuple) and len(value) != 2:
+        raise ModelError(f"cross[{name!r}] must be a context or a (context, mask) pair, got {len(value)} items")
+      context, mask = value if isinstance(value, list | tuple) else (value, None)
+      if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != streams[name]:
+        raise ModelError(f"cross[{name!r}] context must be [B, Lc, context_dim] = ({b}, Lc, {streams[name]}), got "
+                         f"{tuple(context.shape)}")
+      if mask is not None and tuple(mask.shape) != tuple(context.shape[:2]):
+        raise ModelError(f"cross[{name!r}] mask must be [B, Lc] = {tuple(context.shape[:2])}, got {tuple(mask.shape)}")
+    for name, scale in (cross_scale or {}).items():
+      if jnp.ndim(scale) and jnp.shape(scale) != (b,):
+        raise ModelError(f"cross_scale[{name!r}] must be a scalar or [B] = ({b},), got shape {jnp.shape(scale)}")
 
-    rope = rope_angles(grid, c.head_dim, c.rope_theta, rope_offset)
-    temb = self.time_embedder(timestep_embedding(timesteps, c.freq_dim))  # float32 [B, D]
-    modulation = self.time_proj(jax.nn.silu(temb)).reshape(b, 6, c.dim)
-    context = self.text_embedder(text.astype(dtype))
-    context = sharding.constrain(context, ("act_batch", "act_text", "act_embed"))
+  def _extras(self, cross, cross_scale, extra_kv_rope, dtype) -> dict:
+    """The camjax inputs every block shares: cross-stream contexts projected to the width, extra_kv RoPE angles."""
+    c = self.config
+    extras = {}
+    if cross:
+      streams = {}
+      for name in c.cross_stream_names:  # config order
+        if name not in cross:
+          continue
+        value = cross[name]
+        context, mask = value if isinstance(value, list | tuple) else (value, None)
+        context = self.cross_embedders[name](context.astype(dtype))
+        context = sharding.constrain(context, ("act_batch", "act_text", "act_embed"))
+        streams[name] = (context, mask, (cross_scale or {}).get(name, 1.0))
+      extras["cross"] = streams
+    if extra_kv_rope is not None:
+      extras["extra_kv_rope"] = rope_angles_from_positions(extra_kv_rope, c.head_dim, c.rope_theta)
+    return extras
 
-    x = self._run_blocks(x, context, text_mask, modulation, rope)
-
-    mod = self.scale_shift_table[...].astype(jnp.float32) + temb[:, None]  # [B, 2, D]
-    shift, scale = mod[:, 0:1], mod[:, 1:2]
-    x = (layer_norm(x.astype(jnp.float32), c.eps) * (1 + scale) + shift).astype(dtype)
-    x = self.proj_out(x)
-    return unpatchify(x, grid, c.patch_size)
-
-  def _run_blocks(self, x, context, context_mask, modulation, rope):
+  def _run_blocks(self, x, context, context_mask, modulation, rope, extras, extra_kv, return_hidden):
+    """The blocks over `x` (scanned or looped, under the remat policy): `(x, hidden [num_layers, B, N, D] or None)`."""
     c = self.config
     graphdef, state = nnx.split(self.blocks)
 
-    def body(carry, layer_state):
+    def body(carry, xs):
+      layer_state, layer_kv = xs
       block = nnx.merge(graphdef, layer_state)
-      return block(carry, context, context_mask, modulation, rope), None
+      layer_extras = extras if layer_kv is None else {**extras, "extra_kv": layer_kv}
+      y = block(carry, context, context_mask, modulation, rope, layer_extras)
+      return y, (y if return_hidden else None)
 
     policy = REMAT_POLICIES[c.remat]
     if c.remat != "none":
       body = jax.checkpoint(body, policy=policy, prevent_cse=not c.scan_layers)
     if c.scan_layers:
-      x, _ = jax.lax.scan(body, x, state)
-    else:
-      for i in range(c.num_layers):
-        x, _ = body(x, jax.tree.map(lambda a, i=i: a[i], state))
-    return x
+      return jax.lax.scan(body, x, (state, extra_kv))
+    hidden = []
+    for i in range(c.num_layers):
+      x, y = body(x, jax.tree.map(lambda a, i=i: a[i], (state, extra_kv)))
+      hidden.append(y)
+    return x, (jnp.stack(hidden) if return_hidden else None)
 
 
 def num_params(model: nnx.Module) -> int:
-  """Number of parameters of an NNX module."""
+  """Number of parameters of an NNX module (LoRA factors included; `camjax.models.lora.num_params` counts those)."""
   return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))

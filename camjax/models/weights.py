@@ -9,18 +9,23 @@ Layout conversions (REFERENCE.md section 8):
   * Linear `weight [out, in]` -> `kernel [in, out]`;
   * Conv3d patch embedding `[D, C, pt, ph, pw]` -> `kernel [pt * ph * pw * C, D]` (patch order pt, ph, pw, C);
   * per-block tensors `blocks.{i}.*` are stacked along camjax's leading `layers` axis;
-  * camjax-only parameters (the CameraCtrl II camera patchify, the condition-mask input channel of the patch
-    embedding) are not in WAN checkpoints: they keep their zero initialisation, so the loaded model computes exactly
-    what WAN computes until it is fine-tuned.
+  * camjax extensions (`WanConfig` fields `extra_in_channels`, `cross_streams`, `extra_kv`, `lora_*`) are not in WAN
+    checkpoints. A WAN parameter is one that `config.plain()` (the config without extensions) has; every other
+    parameter is camjax-only: it runs its seeded initialiser (zero gates, zero LoRA `B`), is not expected in the
+    checkpoint, and is listed in an INFO log. The `extra_in_channels` input channels get zero patch-embedding kernel
+    rows. So the loaded model computes exactly what WAN computes until it is fine-tuned.
 
 The model is built abstractly (`jax.eval_shape`) and never randomly initialised as a whole: parameters the checkpoint
 provides are created straight from it, and only the camjax-only ones run their initialiser (`_init_only`), so the
 peak memory is one copy of the parameters, not two.
+
+Entry point: `load_diffusers(path, mesh=..., **overrides)` (also `camjax.models.load_diffusers`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -35,6 +40,8 @@ from camjax.models.wan import WanConfig, WanDiT
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+log = logging.getLogger(__name__)
 
 # camjax key fragments -> diffusers key fragments, where they differ (applied to ".path." strings).
 _RENAME = (
@@ -109,11 +116,9 @@ class _Reader:
     self._handles.clear()
 
 
-def _diffusers_key(path: Sequence[str]) -> tuple[str | None, str]:
-  """camjax state path -> (diffusers key, kind). kind: linear | conv | direct | block-variants; key None = camjax-only."""
+def _diffusers_key(path: Sequence[str]) -> tuple[str, str]:
+  """A WAN parameter's camjax state path -> (diffusers key, kind); kind: linear | conv | direct | stacked_<kind>."""
   path = list(path)
-  if path[0] == "camera_patchify":
-    return None, "camjax"
   if path[:2] == ["patch_embedding", "proj"]:
     return "patch_embedding." + ("weight" if path[-1] == "kernel" else "bias"), \
         "conv" if path[-1] == "kernel" else "direct"
@@ -146,11 +151,13 @@ def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int 
     mesh: optional mesh; parameters are created directly in their `NamedSharding`s and each host reads only the
       slices its devices hold.
     rules: optional `camjax.sharding.Rules`.
-    seed: initialisation seed of camjax-only parameters (they are zero-initialised, so it rarely matters).
-    **overrides: `WanConfig` fields to change (e.g. `camera=True, cond_mask=True, dtype="bfloat16", remat="full"`).
+    seed: initialisation seed of the camjax-only parameters (the same values as `WanDiT.create(config, seed=seed)`
+      gives them; gates and LoRA `B` are zero, so the seed never changes the loaded model's output).
+    **overrides: `WanConfig` fields to change (e.g. `extra_in_channels=1, lora_rank=4, dtype="bfloat16",
+      remat="full"`).
 
   Returns:
-    The model, with every WAN parameter loaded (cast to `param_dtype`).
+    The model, with every WAN parameter loaded (cast to `param_dtype`) and the camjax-only ones initialised.
 
   Raises:
     WeightsError: missing `config.json`, missing or unexpected tensor keys, or shape mismatches (all listed).
@@ -171,22 +178,29 @@ def load_diffusers(path: str | os.PathLike, *, mesh=None, rules=None, seed: int 
 def _load(reader: _Reader, config: WanConfig, mesh, rules, seed) -> WanDiT:
   """The model built abstractly, each parameter created from its checkpoint tensor in its sharding, then merged.
 
-  The random initialiser never materialises the model: only the parameters the checkpoint lacks (the camera patchify)
-  are initialised, by `_init_only`.
+  The random initialiser never materialises the model: only the parameters the checkpoint lacks (camjax-only ones) are
+  initialised, by `_init_only`.
   """
   make = lambda: WanDiT(config, rngs=nnx.Rngs(seed))
   with sharding.use_mesh(mesh, rules):
     graphdef, abstract_state = sharding.abstract_module(make)
+    _, plain_state = sharding.abstract_module(lambda: WanDiT(config.plain(), rngs=nnx.Rngs(seed)))
   flat = list(nnx.to_flat_state(abstract_state))
   abstract = {_str_path(path): var for path, var in flat}
+  wan_paths = set(_state_paths(plain_state))
   shardings = _shardings(abstract_state, mesh, rules)
 
   values = {}
-  for p, getter in _checkpoint_getters(reader, config, abstract).items():
+  getters = _checkpoint_getters(reader, config, {p: v for p, v in abstract.items() if p in wan_paths})
+  for p, getter in getters.items():
     var = abstract[p]
     values[p] = jax.make_array_from_callback(var.shape, shardings[p],
                                              lambda idx, g=getter, dt=var.dtype: g(idx).astype(dt))
-  values.update(_init_only(make, [p for p in abstract if p not in values], shardings, mesh, rules))
+  camjax_only = [p for p in abstract if p not in values]
+  if camjax_only:
+    names = ", ".join(".".join(p) for p in camjax_only)
+    log.info("camjax-only parameters (initialised, not in the checkpoint): %s", names)
+  values.update(_init_only(make, camjax_only, shardings, mesh, rules))
   state = nnx.from_flat_state([(path, var.replace(values[_str_path(path)])) for path, var in flat])
   return nnx.merge(graphdef, state)
 
@@ -204,7 +218,7 @@ def _shardings(abstract_state, mesh, rules) -> dict[tuple[str, ...], jax.shardin
 
 
 def _checkpoint_getters(reader: _Reader, config: WanConfig, abstract) -> dict[tuple[str, ...], Callable]:
-  """`{camjax path: index -> np.ndarray}` for every parameter the checkpoint provides.
+  """`{camjax path: index -> np.ndarray}` for every WAN parameter in `abstract` (all must be in the checkpoint).
 
   Raises:
     WeightsError: missing or unexpected checkpoint keys and shapes that do not fit (all listed in one message).
@@ -214,8 +228,6 @@ def _checkpoint_getters(reader: _Reader, config: WanConfig, abstract) -> dict[tu
   getters = {}
   for p, var in abstract.items():
     key, kind = _diffusers_key(p)
-    if key is None:
-      continue
     keys = [key.format(i=i) for i in range(config.num_layers)] if kind.startswith("stacked") else [key]
     missing = [k for k in keys if k not in reader.shapes]
     if missing:
@@ -271,7 +283,7 @@ def _getter(reader: _Reader, keys, kind, src_shape, dst_shape, config: WanConfig
     one = lambda key, idx: reader.read(key).reshape(inner)[idx]
   elif base == "conv":
     d, c, pt, ph, pw = src_shape
-    extra = inner[0] - pt * ph * pw * c  # camjax condition-mask channel(s), zero rows
+    extra = inner[0] - pt * ph * pw * c  # rows of the camjax extra_in_channels: zero
     if inner[1] != d or (pt, ph, pw) != tuple(config.patch_size) or extra % (pt * ph * pw) or extra < 0:
       return None
     c_dst = c + extra // (pt * ph * pw)

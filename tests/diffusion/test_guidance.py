@@ -134,20 +134,27 @@ def test_batched_predictions_splits_in_order_and_validates():
     d.batched_predictions(model, [{"text": inp["text"]}], text=inp["text"])
 
 
+def _camera_text_sets(inp, null_camera=None):
+  """CameraCtrl II eq. 3 as condition sets: [null text + null camera, text + null camera, text + camera]."""
+  null_camera = jnp.zeros_like(inp["camera"]) if null_camera is None else null_camera
+  null = {"text": inp["null_text"], "text_mask": inp["text_mask"], "camera": null_camera}
+  return [null, {**null, "text": inp["text"]}, {**null, "text": inp["text"], "camera": inp["camera"]}]
+
+
 def test_guided_denoiser_drives_euler_with_one_forward_per_step():
   inp = _inputs(4)
   model = CountingModel()
   obj = d.FlowMatching()
-  denoise = d.guided_denoiser(model, obj, text=inp["text"], null_text=inp["null_text"], camera=inp["camera"],
-                              text_mask=inp["text_mask"], w_text=3.0, w_cam=2.0)
+  sets = _camera_text_sets(inp)
+  denoise = d.guided_denoiser(model, obj, sets, [3.0, 2.0])
   sigma = np.array([0.3, 0.8], np.float32)
   direct = jax.jit(lambda kw: d.camera_text_cfg(
       CountingModel(), text=kw["text"], null_text=kw["null_text"], camera=kw["camera"], text_mask=kw["text_mask"],
-      w_text=3.0, w_cam=2.0, latents=kw["latents"], timesteps=np.array([300.0, 800.0], np.float32)))(inp)
+      null_text_mask=kw["text_mask"], w_text=3.0, w_cam=2.0, latents=kw["latents"],
+      timesteps=np.array([300.0, 800.0], np.float32)))(inp)
   timesteps_seen = []
-  probe = d.guided_denoiser(lambda **kw: (timesteps_seen.append(kw["timesteps"]), model(**kw))[1], obj,
-                            text=inp["text"], null_text=inp["null_text"], camera=inp["camera"],
-                            text_mask=inp["text_mask"], w_text=3.0, w_cam=2.0)
+  probe = d.guided_denoiser(lambda **kw: (timesteps_seen.append(kw["timesteps"]), model(**kw))[1], obj, sets,
+                            [3.0, 2.0])
   np.testing.assert_allclose(jax.jit(probe)(inp["latents"], sigma), direct, atol=1e-6)
   assert timesteps_seen[0].shape == (3 * B,)  # sigma * 1000, repeated for the three condition sets
   np.testing.assert_allclose(jax.jit(lambda s: obj.model_timesteps(s))(sigma), [300.0, 800.0], rtol=1e-6)
@@ -155,7 +162,109 @@ def test_guided_denoiser_drives_euler_with_one_forward_per_step():
   out = jax.jit(lambda x: d.euler(denoise, x, steps=4, shift=12.0))(inp["latents"])
   assert model.calls == 1  # traced once; each step is a single batched forward
   assert out.shape == inp["latents"].shape and np.all(np.isfinite(np.asarray(out)))
-  # Text-only model: camera None goes to both branches.
-  text_only = d.guided_denoiser(model, obj, text=inp["text"], null_text=inp["null_text"])
+  # Text-only model: a two-set chain, camera None shared by both branches.
+  text_only = d.guided_denoiser(model, obj, [{"text": inp["null_text"]}, {"text": inp["text"]}], [7.5], camera=None)
   jax.jit(text_only)(inp["latents"], sigma)
   assert model.last["camera"] is None and model.last["latents"].shape[0] == 2 * B
+  # One set, no weights: the plain conditional prediction.
+  plain = d.guided_denoiser(model, obj, [{"text": inp["text"]}])
+  np.testing.assert_allclose(jax.jit(plain)(inp["latents"], sigma),
+                             jax.jit(CountingModel())(inp["latents"], sigma * 1000.0, inp["text"]), atol=1e-6)
+  for bad in (dict(weights=[1.0]), dict(latents=inp["latents"])):
+    with pytest.raises(d.DiffusionError):
+      d.guided_denoiser(model, obj, [{"text": inp["text"]}], **bad)
+
+
+def test_guided_denoiser_converts_after_guidance_for_each_objective():
+  """x-prediction flow: guidance on the network's x_0, then the velocity `(x_t - x_0) / sigma`; DDPM: unchanged."""
+  inp = _inputs(5)
+  model = CountingModel()
+  sets = _camera_text_sets(inp)
+  sigma = np.array([0.3, 0.8], np.float32)
+  x = inp["latents"]
+  for obj, level, timesteps in [(d.FlowMatching(prediction="sample"), sigma, sigma * 1000.0),
+                                (d.FlowMatching(), sigma, sigma * 1000.0),
+                                (d.DDPM(prediction="v"), np.array([250.0, 900.0], np.float32), [250.0, 900.0])]:
+    got = jax.jit(d.guided_denoiser(model, obj, sets, [3.0, 2.0]))(x, level)
+    guided = jax.jit(lambda: d.chain(model, sets, [3.0, 2.0], latents=x,
+                                     timesteps=np.asarray(timesteps, np.float32)))()
+    if obj.kind == "flow" and obj.prediction == "sample":
+      expected = (x - guided) / sigma[:, None, None, None, None]
+    else:
+      expected = guided
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------- chain
+
+
+def _set(seed, image=True):
+  """A condition set with a pytree value: a dict of contexts and a (context, mask) tuple."""
+  rs = np.random.default_rng(200 + seed)
+  ctx = {"text": rs.standard_normal((B, L, D)).astype(np.float32)}
+  if image:
+    ctx["image"] = rs.standard_normal((B, 2, D)).astype(np.float32)
+  return {"contexts": ctx, "extra": (rs.standard_normal((B, 3)).astype(np.float32), np.ones((B, 3), np.float32))}
+
+
+class PytreeModel:
+  """A nonlinear stand-in taking nested conditions; returns a dict output to check pytree outputs too."""
+
+  def __init__(self):
+    self.calls = 0
+
+  def __call__(self, latents, timesteps, contexts, extra):
+    self.calls += 1
+    pooled = sum(jnp.mean(v, axis=1) for v in contexts.values())  # [B', D]
+    ex, ex_mask = extra
+    s = jnp.sum(pooled[:, :C], -1) + jnp.sum(ex * ex_mask, -1) + jnp.sin(timesteps / 300.0)
+    return {"out": jnp.tanh(latents * s[:, None, None, None, None]), "aux": s}
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_chain_is_the_per_set_formula_in_one_forward(k):
+  inp = _inputs(6)
+  sets = [_set(i) for i in range(k)]
+  weights = [1.5, -0.5, 3.0][:k - 1]
+  model = PytreeModel()
+  got = jax.jit(lambda: d.chain(model, sets, weights, latents=inp["latents"], timesteps=inp["timesteps"]))()
+  assert model.calls == 1
+  ref = jax.jit(PytreeModel())
+  e = [ref(inp["latents"], inp["timesteps"], **c) for c in sets]
+  for name in ("out", "aux"):
+    expected = e[0][name] + sum(w * (e[j + 1][name] - e[j][name]) for j, w in enumerate(weights))
+    np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(d.DiffusionError, match="weights"):
+    d.chain(model, sets, weights + [1.0], latents=inp["latents"], timesteps=inp["timesteps"])
+
+
+def test_batched_predictions_concatenates_pytrees_leafwise_and_validates():
+  inp = _inputs(7)
+  seen = {}
+
+  def recording(**kw):
+    seen.update(kw)
+    return kw["latents"]
+
+  sets = [_set(0), _set(1)]
+  shared_ctx = {"pos": np.ones((B, 4), np.float32), "flag": True}
+  d.batched_predictions(recording, sets, latents=inp["latents"], timesteps=inp["timesteps"], shared_ctx=shared_ctx)
+  for j, c in enumerate(sets):
+    np.testing.assert_array_equal(seen["contexts"]["image"][j * B:(j + 1) * B], c["contexts"]["image"])
+    np.testing.assert_array_equal(seen["extra"][0][j * B:(j + 1) * B], c["extra"][0])
+  assert isinstance(seen["extra"], tuple) and seen["shared_ctx"]["pos"].shape == (2 * B, 4)
+  assert seen["shared_ctx"]["flag"] is True
+  other = _set(2)
+  cases = [
+      ([sets[0], _set(1, image=False)], "structure"),
+      ([sets[0], {**other, "extra": (other["extra"][0], None)}], "structure"),
+      ([sets[0], {**other, "contexts": {**other["contexts"], "image": np.zeros((B, 3, D), np.float32)}}],
+       r"contexts\['image'\].*shapes"),
+      ([sets[0], {**other, "extra": (np.zeros((B, 3), np.float32), np.float32(1.0))}], "shapes"),
+      ([sets[0], sets[0]["extra"]], "mapping"),
+  ]
+  for conditions, message in cases:
+    with pytest.raises(d.DiffusionError, match=message):
+      d.batched_predictions(recording, conditions, latents=inp["latents"], timesteps=inp["timesteps"])
+  with pytest.raises(d.DiffusionError, match="batch"):
+    d.batched_predictions(recording, sets, latents=inp["latents"][:1])

@@ -4,6 +4,7 @@ Inputs are NumPy and the code under test runs inside `jax.jit` (one XLA compilat
 eager op), which keeps the suite fast on a small CPU.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -196,6 +197,91 @@ def test_ddpm_rejects_unknown_prediction():
     d.DDPM(prediction="sample")
   with pytest.raises(d.DiffusionError):
     d.DDPM(beta_end=1.5)
+
+
+# ------------------------------------------------------------------------------------------ the common interface
+
+
+def test_make_objective_builds_both_kinds_and_names_bad_fields():
+  flow = d.make_objective({"kind": "flow", "shift": 1.0, "density": "logit_normal", "prediction": "sample"})
+  assert flow == d.FlowMatching(shift=1.0, density="logit_normal", prediction="sample") and flow.kind == "flow"
+  ddpm = d.make_objective({"kind": "ddpm", "prediction": "eps", "num_train_timesteps": 1000,
+                           "beta_start": 0.00085, "beta_end": 0.012})
+  assert ddpm == d.DDPM() and ddpm.kind == "ddpm"
+  # Fields of the other kind are ignored, so one config can switch kinds.
+  assert d.make_objective({"kind": "ddpm", "shift": 12.0, "density": "uniform"}) == d.DDPM()
+  assert d.make_objective({"kind": "flow", "num_train_timesteps": 10}) == d.FlowMatching()
+  ml_collections = pytest.importorskip("ml_collections")
+  cfg = ml_collections.ConfigDict({"kind": "flow", "shift": 3.0, "density": "uniform"})
+  assert d.make_objective(cfg) == d.FlowMatching(shift=3.0, density="uniform")
+  assert d.make_objective(ml_collections.FrozenConfigDict(cfg)) == d.FlowMatching(shift=3.0, density="uniform")
+  for bad, message in [({"kind": "edm"}, "'edm'"), ({"shift": 1.0}, "kind None"),
+                       ({"kind": "flow", "shfit": 1.0}, "shfit"), ({"kind": "ddpm", "prediction": "velocity"}, "eps"),
+                       (["kind", "flow"], "mapping")]:
+    with pytest.raises(d.DiffusionError, match=message):
+      d.make_objective(bad)
+
+
+def test_flow_matching_common_names_are_the_existing_methods():
+  fm = d.FlowMatching(shift=3.0, prediction="sample")
+  key = jax.random.key(4)
+  np.testing.assert_array_equal(fm.sample_level(key, 7), fm.sample_sigma(key, 7))
+  x0, noise = _normal(0, (2, 3, 4)), _normal(1, (2, 3, 4))
+  sigma = np.array([0.4, 0.9], np.float32)
+  xt, pred = fm.add_noise(x0, noise, sigma), x0 + 0.1
+  np.testing.assert_array_equal(fm.sampler_prediction(xt, pred, sigma), fm.velocity(xt, pred, sigma))
+  assert d.FlowMatching.kind == "flow" and "kind" not in {f.name for f in dataclasses.fields(fm)}
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+def test_ddpm_common_interface(prediction):
+  obj = d.DDPM(prediction=prediction)
+  x0, noise = _normal(2, (4, 3, 5)), _normal(3, (4, 3, 5))
+  key = jax.random.key(5)
+
+  @jax.jit
+  def run(x0, noise):
+    t = obj.sample_level(key, 4)
+    xt = obj.add_noise(x0, noise, t)
+    pred = obj.target(x0, noise, t) + 0.25
+    return t, obj.sample_timesteps(key, 4), obj.loss_terms(xt, pred, x0, noise, t), obj.sampler_prediction(xt, pred, t)
+
+  t, t_ref, (pred, target), sampler_pred = (jax.tree.map(np.asarray, v) for v in run(x0, noise))
+  assert t.dtype == np.int32 and t.shape == (4,)
+  np.testing.assert_array_equal(t, t_ref)
+  abar = _tables()[1][t][:, None, None]
+  expected = noise if prediction == "eps" else np.sqrt(abar) * noise - np.sqrt(1 - abar) * x0
+  assert pred.dtype == target.dtype == np.float32
+  np.testing.assert_allclose(target, expected, atol=1e-5)
+  np.testing.assert_allclose(pred - target, 0.25, atol=1e-5)
+  np.testing.assert_array_equal(sampler_pred, pred)  # DDIM consumes the prediction in its own parameterisation
+
+
+def test_sample_dispatches_to_euler_and_ddim():
+  x_T = _normal(4, (2, 3, 4))
+  clean, mask = np.full(x_T.shape, 0.5, np.float32), np.array([[1.0, 0.0, 0.0]] * 2, np.float32)
+  key = jax.random.key(6)
+
+  def denoise(x, level):
+    return 0.3 * x - 0.2 + 1e-3 * level[:, None, None]
+
+  fm = d.FlowMatching(shift=2.0)
+  got, ref, ref_shift = jax.jit(lambda x: (
+      fm.sample(denoise, x, steps=5, shift=3.0, clean=clean, clean_mask=mask, rng=key),
+      d.euler(denoise, x, steps=5, shift=3.0, clean=clean, clean_mask=mask),
+      d.euler(denoise, x, steps=5, shift=2.0)))(x_T)
+  np.testing.assert_array_equal(got, ref)
+  np.testing.assert_array_equal(jax.jit(lambda x: fm.sample(denoise, x, steps=5))(x_T), ref_shift)  # shift default
+  ddpm = d.DDPM(prediction="v")
+  got, ref = jax.jit(lambda x: (
+      ddpm.sample(denoise, x, steps=8, eta=0.5, rng=key, steps_offset=1, clean=clean, clean_mask=mask),
+      d.ddim(denoise, x, objective=ddpm, steps=8, eta=0.5, rng=key, steps_offset=1, clean=clean,
+             clean_mask=mask)))(x_T)
+  np.testing.assert_array_equal(got, ref)
+  with pytest.raises(d.DiffusionError, match="eta"):
+    fm.sample(denoise, x_T, steps=5, eta=0.5)
+  with pytest.raises(d.DiffusionError, match="shift"):
+    ddpm.sample(denoise, x_T, steps=5, shift=3.0)
 
 
 # ----------------------------------------------------------------------------------------------------- masked_mse

@@ -259,3 +259,116 @@ def test_ddim_eta_needs_rng_and_clean_tokens_stay_clean():
     x = step(x, t)
   x = m * clean + (1 - m) * np.asarray(x)
   np.testing.assert_allclose(det, x, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------- hooks
+
+
+def _recording_hook(name, log):
+  """A hook that records (name, index, level[0], final) at run time and returns x unchanged."""
+
+  def hook(x, step):
+    jax.debug.callback(lambda i, lv, name=name, final=step.final: log.append((name, int(i), float(lv), final)),
+                       step.index, step.level[0], ordered=True)
+    return x
+
+  return hook
+
+
+@pytest.mark.parametrize("sampler", ["euler", "ddim"])
+def test_hooks_run_in_order_before_each_step_and_once_at_the_end(sampler):
+  log = []
+  calls = []
+
+  def denoise(x, level):
+    jax.debug.callback(lambda lv: log.append(("denoise", float(lv))), level[0], ordered=True)
+    calls.append(None)
+    return 0.1 * x
+
+  hooks = [_recording_hook("a", log), _recording_hook("b", log)]
+  x_T = _normal(8, (2, 3))
+  if sampler == "euler":
+    run = jax.jit(lambda x: d.euler(denoise, x, steps=3, shift=2.0, hooks=hooks))
+    levels = list(np.asarray(d.sigma_schedule(3, 2.0))[:-1])
+  else:
+    run = jax.jit(lambda x: d.ddim(denoise, x, objective=d.DDPM(), steps=3, hooks=hooks))
+    levels = list(d.ddim_timesteps(1000, 3).astype(float))
+  jax.block_until_ready(run(x_T))
+  assert len(calls) == 1  # the loop body is traced once
+  expected = []
+  for i, lv in enumerate(levels):
+    expected += [("a", i, lv, False), ("b", i, lv, False), ("denoise", lv)]
+  expected += [("a", 3, 0.0, True), ("b", 3, 0.0, True)]
+  assert [e[0] for e in log] == [e[0] for e in expected]
+  for got, want in zip(log, expected):
+    assert got[1:-1] == pytest.approx(want[1:-1], rel=1e-6) and got[-1] == want[-1]
+
+
+def test_hook_draws_fresh_noise_from_step_rng():
+  """A noise-shaping hook (RealCam-I2V style): different noise every step, the same run for the same key, and not
+  DDIM's eta noise (with JAX's threefry, `fold_in(rng, i) == split(rng, n)[i]`, hence the hooks' own stream)."""
+
+  def shaping(x, step):
+    assert step.x_T.shape == x.shape
+    return x + 0.1 * jax.random.normal(step.rng, x.shape, x.dtype)
+
+  def collect(log):
+    def hook(x, step):
+      jax.debug.callback(lambda z: log.append(np.asarray(z)), jax.random.normal(step.rng, x.shape), ordered=True)
+      return x
+    return hook
+
+  x_T = np.zeros((2, 3, 4), np.float32)
+  zero = lambda x, level: jnp.zeros_like(x)
+  euler_draws, ddim_draws = [], []
+
+  @jax.jit  # one compilation for every run below
+  def run(x, key):
+    out = d.euler(zero, x, steps=4, shift=1.0, hooks=[collect(euler_draws), shaping], rng=key)
+    d.ddim(zero, x, objective=d.DDPM(), steps=4, eta=1.0, rng=key, hooks=[collect(ddim_draws)])
+    eta_noise = jax.vmap(lambda k: jax.random.normal(k, x.shape))(jax.random.split(key, 4))  # ddim's keys
+    return out, eta_noise
+
+  first, eta_noise = jax.block_until_ready(run(x_T, jax.random.key(0)))
+  draws = np.stack(euler_draws)
+  assert draws.shape == (5,) + x_T.shape  # 4 steps + the final call
+  for i in range(5):
+    for j in range(i):
+      assert not np.allclose(draws[i], draws[j])
+  np.testing.assert_array_equal(run(x_T, jax.random.key(0))[0], first)
+  assert not np.allclose(run(x_T, jax.random.key(1))[0], first)
+  assert len(ddim_draws) == 15  # 3 runs of 4 steps + the final call
+  for i in range(4):
+    assert not np.allclose(ddim_draws[i], eta_noise[i])
+  # Without an rng, step.rng is None.
+  seen = []
+  jax.eval_shape(lambda x: d.euler(zero, x, steps=1, hooks=[lambda x, step: (seen.append(step.rng), x)[1]]), x_T)
+  assert seen == [None, None]
+
+
+def test_clean_hook_equals_the_clean_shorthand_and_hooks_are_checked():
+  x_T = _normal(9, (2, 3, 2, 2, 1))
+  clean = np.full(x_T.shape, 0.5, np.float32)
+  mask = np.zeros(x_T.shape[:2], np.float32)
+  mask[:, 0] = 1.0
+
+  def denoise(x, level):
+    return x - jnp.mean(x, axis=1, keepdims=True) + 1e-3 * level[:, None, None, None, None]
+
+  obj = d.DDPM()
+  a, b, c, e = jax.jit(lambda x: (
+      d.euler(denoise, x, steps=4, clean=clean, clean_mask=mask),
+      d.euler(denoise, x, steps=4, hooks=[d.clean_hook(clean, mask)]),
+      d.ddim(denoise, x, objective=obj, steps=4, clean=clean, clean_mask=mask),
+      d.ddim(denoise, x, objective=obj, steps=4, hooks=[d.clean_hook(clean, mask, obj)])))(x_T)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(c, e)
+  np.testing.assert_array_equal(np.asarray(e)[:, 0], clean[:, 0])
+  with pytest.raises(d.DiffusionError, match="both"):
+    d.clean_hook(clean, None)
+  with pytest.raises(d.DiffusionError, match="objective"):
+    d.clean_hook(clean, mask, objective="ddpm")
+  with pytest.raises(d.DiffusionError, match="hook 0"):
+    d.euler(denoise, x_T, steps=2, hooks=[lambda x, step: x[:1]])
+  with pytest.raises(d.DiffusionError, match="hook 0"):
+    d.euler(denoise, x_T, steps=2, hooks=[lambda x, step: x.astype(jnp.bfloat16)])

@@ -1,4 +1,8 @@
-"""Run by test_sharding.py in a subprocess with 8 fake CPU devices: one train step of the toy DiT on several meshes.
+"""Run by test_sharding.py in a subprocess with 8 fake CPU devices: train steps of the toy DiT on several meshes.
+
+The DiT has every camjax extension (an extra input channel, a cross stream, extra keys/values, LoRA) and gets every
+generic input, so their parameters and activations are sharded too. The loss is flow matching written out here
+(`x_t = (1 - sigma) x_0 + sigma eps`, target `eps - x_0`, timesteps `1000 sigma`) to test the model alone.
 
 Prints one JSON line: {mesh_name: {"losses": [...], "specs": {param path: spec}}}.
 """
@@ -16,7 +20,6 @@ from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from camjax import sharding  # noqa: E402
-from camjax.diffusion import FlowMatching, masked_mse  # noqa: E402
 from camjax.models import WanDiT, preset  # noqa: E402
 
 MESHES = {
@@ -27,29 +30,34 @@ MESHES = {
 
 
 def batch():
-  k = jax.random.split(jax.random.key(0), 5)
+  k = jax.random.split(jax.random.key(0), 9)
   b, t, h, w = 4, 4, 8, 8
+  n, d = t * (h // 2) * (w // 2), 64
   return dict(latents=jax.random.normal(k[0], (b, t, h, w, 4)), text=jax.random.normal(k[1], (b, 8, 16)),
-              camera=jax.random.normal(k[2], (b, t, h, w, 6)), noise=jax.random.normal(k[3], (b, t, h, w, 4)),
-              sigma=jax.random.uniform(k[4], (b,)))
+              extra_in=jax.random.normal(k[2], (b, t, h, w, 1)), noise=jax.random.normal(k[3], (b, t, h, w, 4)),
+              sigma=jax.random.uniform(k[4], (b,)), token_map=0.1 * jax.random.normal(k[5], (b, n, d)),
+              cam=jax.random.normal(k[6], (b, 6, 8)), extra_kv=jax.random.normal(k[7], (b, 2, 12, d)))
 
 
 def run(name, mesh_shape, remat):
-  config = preset("toy", in_channels=4, out_channels=4, text_dim=16, remat=remat)
+  config = preset("toy", in_channels=4, out_channels=4, text_dim=16, remat=remat, extra_in_channels=1,
+                  cross_streams=(("cam", 8),), extra_kv=True, lora_rank=2)
   mesh = None if mesh_shape is None else sharding.make_mesh(mesh_shape)
   model = WanDiT.create(config, seed=0, mesh=mesh)
   graphdef, params = nnx.split(model)
-  # Make the camera patchify and output projection non-zero so every parameter gets a gradient.
+  # Move the zero-initialised parameters (gates, LoRA B, output projection) so every parameter gets a gradient.
   params = jax.tree.map(lambda x: x + 0.01, params)
   tx = optax.adamw(1e-3)
-  objective = FlowMatching()
   data = batch()
 
   def loss_fn(params, data):
     model = nnx.merge(graphdef, params)
-    x_t = objective.add_noise(data["latents"], data["noise"], data["sigma"])
-    pred = model(x_t, objective.model_timesteps(data["sigma"]), data["text"], camera=data["camera"])
-    return masked_mse(pred, objective.target(data["latents"], data["noise"]))
+    sigma = data["sigma"][:, None, None, None, None]
+    x_t = (1 - sigma) * data["latents"] + sigma * data["noise"]
+    extra_kv = jnp.swapaxes(data["extra_kv"], 0, 1)  # batch-major in the data, layer-major for the model
+    pred = model(x_t, 1000 * data["sigma"], data["text"], extra_in=data["extra_in"], token_map=data["token_map"],
+                 cross={"cam": data["cam"]}, extra_kv=extra_kv)
+    return jnp.mean((pred - (data["noise"] - data["latents"])) ** 2)
 
   def step(params, opt_state, data):
     loss, grads = jax.value_and_grad(loss_fn)(params, data)

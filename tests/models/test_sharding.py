@@ -1,4 +1,5 @@
-"""Sharding: rules, meshes, and the toy DiT trained on 8 fake CPU devices under several meshes (golden specs)."""
+"""Sharding: rules, meshes, and the toy DiT (every camjax extension) trained on 8 fake CPU devices under several
+meshes (golden specs)."""
 
 import json
 import os
@@ -43,7 +44,13 @@ GOLDEN = {  # (data=2, fsdp=2, tensor=2): Megatron-style TP over heads / MLP, FS
     "['blocks']['scale_shift_table'].value": "(None, None, None, 'fsdp')",
     "['blocks']['norm2']['scale'].value": "()",
     "['patch_embedding']['proj']['kernel'].value": "(None, 'fsdp')",
-    "['camera_patchify']['proj']['kernel'].value": "(None, 'fsdp')",
+    "['blocks']['attn1']['to_q']['lora']['a'].value": "(None, 'fsdp')",
+    "['blocks']['attn1']['to_q']['lora']['b'].value": "(None, None, 'tensor')",
+    "['blocks']['ffn']['proj_out']['lora']['a'].value": "(None, 'tensor')",
+    "['blocks']['cross']['cam']['attn']['to_k']['kernel'].value": "(None, 'fsdp', 'tensor')",
+    "['blocks']['cross']['cam']['gate'].value": "(None, 'fsdp')",
+    "['blocks']['extra_kv_gate'].value": "(None, 'tensor')",
+    "['cross_embedders']['cam']['kernel'].value": "(None, 'fsdp')",
     "['text_embedder']['linear_1']['kernel'].value": "(None, 'fsdp')",
     "['time_proj']['kernel'].value": "('fsdp',)",
     "['proj_out']['kernel'].value": "('fsdp',)",
@@ -63,6 +70,7 @@ def test_logical_to_spec_rules():
   assert sharding.logical_to_spec(("embed", "mlp"), rules) == P("fsdp", "tensor")
   # A mesh axis is used once: the second "embed" stays unsharded.
   assert sharding.logical_to_spec(("embed", "embed"), rules) == P("fsdp", None)
+  assert sharding.logical_to_spec(("layers", "lora", "mlp"), rules) == P(None, None, "tensor")  # LoRA rank: replicated
   # Axes of size 1 are dropped.
   assert sharding.logical_to_spec(("embed", "mlp"), rules, {"fsdp": 1, "tensor": 4}) == P(None, "tensor")
   acts = sharding.ACTIVATION_RULES

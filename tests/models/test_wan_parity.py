@@ -1,6 +1,7 @@
 """Parity of camjax's WAN 2.1 DiT with diffusers' `WanTransformer3DModel` (torch, CPU) on the same weights."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from camjax.conditioning import cameractrl2  # noqa: E402
-from camjax.models import WanDiT, layers, wan  # noqa: E402
-from camjax.models.weights import WeightsError  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from camjax.models import WanDiT, layers, lora, wan  # noqa: E402
+from camjax.models.weights import WeightsError, load_diffusers  # noqa: E402
 
 TINY = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
             text_dim=16, freq_dim=32, ffn_dim=40, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
@@ -49,7 +51,7 @@ def _torch_forward(model, latents, timesteps, text):
 @pytest.mark.parametrize("scan_layers", [True, False])
 def test_t2v_parity_fp32(tiny_wan, scan_layers):
   torch_model, path = tiny_wan
-  model = WanDiT.from_diffusers(path, camera=False, scan_layers=scan_layers)
+  model = load_diffusers(path, scan_layers=scan_layers)
   latents, timesteps, text = _inputs()
   expected = _torch_forward(torch_model, latents, timesteps, text)
   got = np.asarray(jax.jit(lambda *a: model(*a))(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text)))
@@ -57,63 +59,91 @@ def test_t2v_parity_fp32(tiny_wan, scan_layers):
   np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def test_camjax_extras_start_at_wan(tiny_wan):
-  """Camera patchify and the condition-mask channel load zero-initialised: outputs equal plain WAN."""
+EXTRAS = dict(extra_in_channels=1, cross_streams=(("cam", 6),), extra_kv=True, lora_rank=2)
+
+
+def _extra_inputs(latents, model, seed):
+  rng = np.random.default_rng(seed)
+  b, t, h, w, _ = latents.shape
+  n, d = t * (h // 2) * (w // 2), model.config.dim
+  return dict(extra_in=jnp.asarray(rng.standard_normal((b, t, h, w, 1)), jnp.float32),
+              cross={"cam": jnp.asarray(rng.standard_normal((b, 4, 6)), jnp.float32)},
+              extra_kv=jnp.asarray(rng.standard_normal((model.config.num_layers, b, 7, d)), jnp.float32),
+              token_map=jnp.zeros((b, n, d)))
+
+
+@pytest.mark.parametrize("overrides", [dict(extra_in_channels=1, lora_rank=2), EXTRAS], ids=["extra_in+lora", "all"])
+def test_camjax_extras_start_at_wan(tiny_wan, overrides, caplog):
+  """Every camjax extension loads zero-initialised: with its inputs given, the output still equals plain WAN's."""
   torch_model, path = tiny_wan
-  model = WanDiT.from_diffusers(path, camera=True, cond_mask=True)
+  with caplog.at_level(logging.INFO, logger="camjax.models.weights"):
+    model = load_diffusers(path, seed=3, **overrides)
+  assert "blocks.attn1.to_q.lora.a" in caplog.text  # camjax-only parameters are listed
   latents, timesteps, text = _inputs(1)
   expected = _torch_forward(torch_model, latents, timesteps, text)
-  camera = np.random.default_rng(2).standard_normal(latents.shape[:-1] + (6,)).astype(np.float32)
-  cond_mask = np.ones(latents.shape[:-1] + (1,), np.float32)
-  got = np.asarray(model(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text), camera=jnp.asarray(camera),
-                         cond_mask=jnp.asarray(cond_mask)))
+  inputs = _extra_inputs(latents, model, 2)
+  if "cross_streams" not in overrides:
+    inputs = dict(extra_in=inputs["extra_in"])
+  got = np.asarray(jax.jit(lambda *a, **kw: model(*a, **kw))(jnp.asarray(latents), jnp.asarray(timesteps),
+                                                              jnp.asarray(text), **inputs))
   np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+  # camjax-only parameters take the values the model's own seeded initialiser gives them.
+  fresh = WanDiT(model.config, rngs=nnx.Rngs(3))
+  np.testing.assert_array_equal(model.blocks.ffn.proj_in.lora.a[...], fresh.blocks.ffn.proj_in.lora.a[...])
+  np.testing.assert_array_equal(model.blocks.ffn.proj_in.lora.b[...], 0)
+  kernel = np.asarray(model.patch_embedding.proj.kernel[...]).reshape(1, 2, 2, 5, -1)
+  np.testing.assert_array_equal(kernel[:, :, :, 4], 0)  # the extra channel's rows are zero-padded
+  assert np.abs(kernel[:, :, :, :4]).min() > 0
 
 
 def test_load_runs_the_initialiser_only_for_camjax_parameters(tiny_wan, monkeypatch):
   """Loading never materialises the random initialisation of a parameter the checkpoint provides.
 
-  Every parameter initialiser outside the camera patchify (the one camjax-only parameter here) is poisoned with a
-  callback that fails if it ever executes: building the whole model and then overwriting it (twice the parameter
-  memory) would run them all, while building it abstractly runs none. The camera patchify is still initialised.
+  Every parameter initialiser outside camjax's extensions (the `_add_extras` of the model and of each block) is
+  poisoned with a callback that fails if it ever executes: building the whole model and then overwriting it (twice
+  the parameter memory) would run them all, while building it abstractly runs none. The extensions are initialised.
   """
-  inside_camera = []
-  poisoned = []
+  inside_extras = []
 
   def boom(x):
     raise AssertionError("the random initialiser of a checkpoint parameter ran")
 
-  def spy_param(rngs, init, shape, names, dtype=jnp.float32):
-    if inside_camera:
-      return layers_param(rngs, init, shape, names, dtype)
+  def spy_param(rngs, init, shape, names, dtype=jnp.float32, kind=nnx.Param):
+    if inside_extras:
+      return layers_param(rngs, init, shape, names, dtype, kind)
     poisoned.append(tuple(shape))
 
     def poisoned_init(key, shape, dtype):
       value = init(key, shape, dtype)
       return value + jax.pure_callback(boom, jax.ShapeDtypeStruct(shape, dtype), value, vmap_method="sequential")
 
-    return layers_param(rngs, poisoned_init, shape, names, dtype)
+    return layers_param(rngs, poisoned_init, shape, names, dtype, kind)
 
-  def spy_camera_init(self, *args, **kw):
-    inside_camera.append(True)
-    try:
-      camera_init(self, *args, **kw)
-    finally:
-      inside_camera.pop()
+  def spy_extras(original):
+    def add_extras(self, *args, **kw):
+      inside_extras.append(True)
+      try:
+        original(self, *args, **kw)
+      finally:
+        inside_extras.pop()
+    return add_extras
 
-  layers_param, camera_init = layers.param, cameractrl2.CameraPatchify.__init__
-  monkeypatch.setattr(layers, "param", spy_param)
-  monkeypatch.setattr(wan, "param", spy_param)
-  monkeypatch.setattr(cameractrl2.CameraPatchify, "__init__", spy_camera_init)
+  poisoned = []
+  layers_param = layers.param
+  for module in (layers, wan, lora):
+    monkeypatch.setattr(module, "param", spy_param)
+  for cls in (wan.WanDiT, wan.WanBlock):
+    monkeypatch.setattr(cls, "_add_extras", spy_extras(cls._add_extras))
 
   torch_model, path = tiny_wan
-  model = WanDiT.from_diffusers(path, camera=True, cond_mask=True)
+  model = load_diffusers(path, **EXTRAS)
   assert len(poisoned) > 20  # every WAN parameter went through the poisoned initialiser
-  np.testing.assert_array_equal(model.camera_patchify.proj.kernel[...], 0)
+  np.testing.assert_array_equal(model.blocks.extra_kv_gate[...], 0)
+  np.testing.assert_array_equal(model.blocks.cross["cam"].gate[...], 0)
+  assert np.abs(np.asarray(model.blocks.attn2.to_v.lora.a[...])).min() > 0
   latents, timesteps, text = _inputs(3)
-  camera = np.random.default_rng(4).standard_normal(latents.shape[:-1] + (6,)).astype(np.float32)
-  got = jax.jit(lambda *a: model(*a))(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text),
-                                      None, jnp.asarray(camera))
+  got = jax.jit(lambda *a, **kw: model(*a, **kw))(jnp.asarray(latents), jnp.asarray(timesteps), jnp.asarray(text),
+                                                  **_extra_inputs(latents, model, 4))
   np.testing.assert_allclose(np.asarray(got), _torch_forward(torch_model, latents, timesteps, text), atol=1e-5, rtol=0)
 
 
@@ -122,7 +152,7 @@ def test_bf16_checkpoint_loads(tiny_wan, tmp_path):
   path = tmp_path / "bf16"
   torch_model.to(torch.bfloat16).save_pretrained(path)
   torch_model.to(torch.float32)
-  model = WanDiT.from_diffusers(path, camera=False)
+  model = load_diffusers(path)
   sd = {k: v.float().numpy() for k, v in torch_model.to(torch.bfloat16).state_dict().items()}
   torch_model.to(torch.float32)
   got = np.asarray(model.blocks.attn1.to_q.kernel[...])[1]
@@ -138,6 +168,6 @@ def test_mismatched_checkpoint_is_refused(tiny_wan, tmp_path):
   (bad / "config.json").write_text(json.dumps(cfg))
   (bad / "diffusion_pytorch_model.safetensors").symlink_to(path / "diffusion_pytorch_model.safetensors")
   with pytest.raises(WeightsError, match="missing blocks.2"):
-    WanDiT.from_diffusers(bad)
+    load_diffusers(bad, lora_rank=2)  # camjax-only parameters do not excuse a missing WAN one
   with pytest.raises(WeightsError, match="config.json"):
-    WanDiT.from_diffusers(tmp_path)
+    load_diffusers(tmp_path)

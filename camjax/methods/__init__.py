@@ -1,0 +1,24 @@
+"""camjax methods: each paper is a `Method` on the shared core (models, conditioning, diffusion, data, train loop).
+
+    from camjax import methods
+    method = methods.get(config.method)        # "cameractrl2", ...
+    model = methods.build_model(config, mesh)  # generator + autoencoder + objective, no optimiser
+
+`camjax.train` runs any registered method without knowing which paper it is; a new paper is a new module in this
+package with a `METHOD` (a `camjax.methods.base.Method`) and one line in `REGISTRY` (docs/methods.md, "Adding a
+method").
+The registry imports a paper's module by name only when it is asked for, so importing the registry pulls in no paper.
+"""
+
+from __future__ import annotations
+
+from camjax.methods.base import (Generator, Method, Model, Phase, Static, abstract_generator, apply_overrides,
+                                 build_model, clip_video, denoising_loss, generate, host_batch, make_autoencoder, merge,
+                                 sample_fn, text_states, training_phases, weights_template)
+from camjax.methods.registry import REGISTRY, MethodError, get
+
+__all__ = [
+    "Generator", "Method", "MethodError", "Model", "Phase", "REGISTRY", "Static", "abstract_generator",
+    "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get", "host_batch",
+    "make_autoencoder", "merge", "sample_fn", "text_states", "training_phases", "weights_template",
+]

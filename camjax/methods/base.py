@@ -1,0 +1,443 @@
+"""The method interface and the pieces every paper shares.
+
+A *method* (one paper: CameraCtrl II, Track2View, RealCam-I2V, MotionFlow) is a `Method` object. It declares what it
+reads from a batch, which conditioners it adds to the shared WAN DiT, which parameters train, how a host batch becomes
+a loss and a sample, and what it evaluates at the end. Everything else is shared and lives outside the method:
+
+  * the generator (`Generator`): the WAN DiT (`camjax.models.WanDiT`, generic inputs only), the text encoder (the
+    trained byte-level one, or None for precomputed umT5 embeddings) and the method's conditioner modules;
+  * the autoencoder (`make_autoencoder`), the objective (`camjax.diffusion.make_objective(config.objective)`);
+  * the train loop (`camjax.train`): data, optimiser over `Method.trainable`, one generic jitted step that calls
+    `Method.loss`, checkpoints, metrics, phases (`Method.phases`, lists of config overrides);
+  * inference (`build_model` without an optimiser, `camjax.checkpoints.restore_weights`, `generate`).
+
+Parameters are split by `Method.trainable` (an `nnx` filter) into `params` (optimised, EMA'd) and `frozen` (saved
+with the checkpoints, never in the optimiser state; None when every parameter trains).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from camjax import sharding
+from camjax.diffusion import make_objective, masked_mse
+from camjax.errors import TrainingError
+from camjax.methods.registry import MethodError, get
+from camjax.models import WanConfig, WanDiT, preset
+from camjax.models.autoencoders import PixelAutoencoder, PrecomputedLatents
+from camjax.models.text import ByteTextEncoder
+
+TEXT_KINDS = ("byte", "precomputed")
+# config.model fields that are WanConfig fields (the method adds its own through `Method.dit_options`).
+MODEL_FIELDS = ("num_heads", "head_dim", "ffn_dim", "num_layers", "dtype", "remat", "scan_layers", "attention")
+
+
+class Method:
+  """One paper on the shared stack. Subclass it, override what the paper needs, and register it
+  (`camjax.methods.registry.REGISTRY`). Every hook receives the run's (phase's) ml_collections config.
+
+  The jitted functions close over the method (it is part of `Static`), so a method must be hashable; a module-level
+  instance with no mutable state is.
+  """
+
+  name: str = ""
+
+  # ---------------------------------------------------------------------------------------------------- the batch
+  def batch_keys(self, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`(required, optional)` batch keys the jitted step reads besides the generic ones (`frames` or `latents`, and
+    `text_ids` / `text` with `text_mask`). Float arrays are passed as float32, bools as bool, ints as int32."""
+    del config
+    return (), ()
+
+  def extra_datasets(self, config) -> dict[str, dict[str, Any]]:
+    """`{name: config overrides}` of further datasets the method trains on (e.g. CameraCtrl II's unlabeled stream):
+    each is prepared like the main one (`camjax.data.prepare.prepare_dataset` on the overridden config) and handed
+    to `pipeline_options` as a source."""
+    del config
+    return {}
+
+  def pipeline_options(self, config, source, training: bool, extra: dict | None = None) -> dict[str, Any]:
+    """Extra keyword arguments for `camjax.data.pipeline.make_pipeline`; `extra` holds `{name: source}` of the
+    `extra_datasets` (training only)."""
+    del config, source, training, extra
+    return {}
+
+  # ---------------------------------------------------------------------------------------------------- the model
+  def dit_options(self, config) -> dict[str, Any]:
+    """`WanConfig` fields the method sets (extra input channels, cross streams, LoRA, ...)."""
+    del config
+    return {}
+
+  def conditioners(self, config, dit_config: WanConfig, rngs: nnx.Rngs) -> dict[str, nnx.Module]:
+    """`{name: module}` added to the generator next to `dit` and `text_encoder` (created after them)."""
+    del config, dit_config, rngs
+    return {}
+
+  def trainable(self, config):
+    """The `nnx` filter of the parameters the optimiser updates (default: every parameter)."""
+    del config
+    return nnx.Param
+
+  def phases(self, config) -> list[tuple[int, dict[str, Any]]]:
+    """`[(steps, overrides)]`: the training phases of a run, each a number of steps and the config overrides
+    (`{"data.height": 128, "train.extension_prob": 0.5}`) it runs with. Default: one phase of `train.steps`."""
+    return [(int(config.train.steps), {})]
+
+  def validate(self, config) -> list[str]:
+    """`field=value (why)` for every method-specific config value no run can use."""
+    del config
+    return []
+
+  # ---------------------------------------------------------------------------------------------------- inside jit
+  def loss(self, model: Generator, static: Static, batch: dict, rng: jax.Array) -> jax.Array:
+    """The scalar training loss of a batch (inside jit)."""
+    raise NotImplementedError
+
+  def sample(self, model: Generator, static: Static, batch: dict, rng: jax.Array) -> jax.Array:
+    """Samples for a batch (inside jit): `[B, T, H, W, 3]` video in [-1, 1], or `[B, t, h, w, c]` latents when the
+    autoencoder cannot decode."""
+    raise NotImplementedError
+
+  # ---------------------------------------------------------------------------------------------------- after a run
+  def evaluate_at_end(self, weights: dict, config, mesh, workdir, model: Model) -> None:
+    """Method-specific evaluation of the final weights (`{params[, frozen]}`, EMA when kept) of a finished run."""
+    del weights, config, mesh, workdir, model
+
+  def __repr__(self):
+    return f"<method {self.name}>"
+
+
+class Generator(nnx.Module):
+  """The networks of a method: `dit` (WAN DiT), `text_encoder` (None with precomputed text embeddings) and the
+  method's conditioners as attributes of their own names."""
+
+  def __init__(self, dit: WanDiT | None, text_encoder: ByteTextEncoder | None, **conditioners: nnx.Module):
+    self.dit = nnx.data(dit)  # None while a pretrained DiT is loaded separately (`make_generator`)
+    self.text_encoder = text_encoder
+    for name, module in conditioners.items():
+      if name in ("dit", "text_encoder"):
+        raise MethodError(f"conditioner name {name!r} is taken")
+      setattr(self, name, module)
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+  """Everything the jitted functions close over (hashable)."""
+
+  graphdef: Any
+  autoencoder: Any
+  objective: Any
+  config: Any
+  method: Method
+
+
+@dataclasses.dataclass
+class Model:
+  """What `build_model` returns: the jit statics, the weights and the pieces around them.
+
+  Attributes:
+    static: `Static` (graph, autoencoder, objective, config, method).
+    params: the trainable parameters (`Method.trainable`), an `nnx.State`.
+    frozen: the other parameters (`nnx.State`), or None when every parameter trains.
+    autoencoder: the autoencoder (also in `static`).
+    tokenizer: the byte tokenizer of the trained text encoder, or None (precomputed text embeddings).
+  """
+
+  static: Static
+  params: Any
+  frozen: Any
+  autoencoder: Any
+  tokenizer: Any
+
+  @property
+  def method(self) -> Method:
+    return self.static.method
+
+  def weights(self) -> dict:
+    """`{params[, frozen]}`: what `merge` and the jitted samplers take."""
+    return {"params": self.params} if self.frozen is None else {"params": self.params, "frozen": self.frozen}
+
+
+def make_autoencoder(config):
+  """The autoencoder of `config.autoencoder` (`pixel` space-to-depth, or `precomputed` latents in the records)."""
+  ae = config.autoencoder
+  if ae.kind == "pixel":
+    return PixelAutoencoder(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor, scale=ae.scale,
+                            shift=ae.shift)
+  if ae.kind == "precomputed":  # WAN-VAE latents stored in the records
+    return PrecomputedLatents(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor,
+                              channels=ae.channels)
+  raise TrainingError(f"autoencoder kind {ae.kind!r} is not one of 'pixel', 'precomputed' (records with latents)")
+
+
+def wan_config(config, autoencoder, method: Method) -> WanConfig:
+  """The DiT's `WanConfig`: `config.model` on its preset, the autoencoder's channels, the text width, and the
+  method's own fields."""
+  m = config.model
+  if config.text.kind not in TEXT_KINDS:
+    raise TrainingError(f"text kind {config.text.kind!r} is not one of {TEXT_KINDS}")
+  fields = {k: m[k] for k in MODEL_FIELDS}
+  return preset(m.preset, in_channels=autoencoder.latent_channels, out_channels=autoencoder.latent_channels,
+                text_dim=config.text.width, **fields, **method.dit_options(config))
+
+
+def _make_text_encoder(config, rngs):
+  t = config.text
+  if t.kind == "precomputed":
+    return None
+  return ByteTextEncoder(t.width, t.num_layers, t.num_heads, t.max_length, rngs=rngs)
+
+
+def _conditioners(method: Method, config, dit_config: WanConfig, rngs) -> dict:
+  with nnx.use_eager_sharding(False):  # logical names are resolved by camjax.sharding, not at creation
+    return method.conditioners(config, dit_config, rngs)
+
+
+def make_generator(config, autoencoder, mesh, method: Method) -> Generator:
+  """The generator, randomly initialised (`nnx.Rngs(config.seed)`: DiT, then text encoder, then conditioners) or,
+  with `model.pretrained`, with WAN weights from a diffusers folder (the rest initialised from the seed).
+
+  Raises:
+    TrainingError: the pretrained model does not match the latent channels or text width of the config.
+  """
+  cfg = wan_config(config, autoencoder, method)
+  if not config.model.pretrained:
+    def make():
+      rngs = nnx.Rngs(config.seed)
+      dit = WanDiT(cfg, rngs=rngs)
+      text_encoder = _make_text_encoder(config, rngs)
+      return Generator(dit, text_encoder, **_conditioners(method, config, cfg, rngs))
+    return sharding.create_sharded(make, mesh)
+
+  from camjax.models.weights import load_diffusers  # pylint: disable=import-outside-toplevel
+  options = {k: config.model[k] for k in ("dtype", "remat", "scan_layers", "attention")}
+  dit = load_diffusers(config.model.pretrained, mesh=mesh, seed=config.seed, **options, **method.dit_options(config))
+  got = dit.config
+  for name in ("in_channels", "out_channels", "text_dim"):
+    if getattr(got, name) != getattr(cfg, name):
+      raise TrainingError(f"pretrained model {config.model.pretrained}: {name} is {getattr(got, name)} but the config "
+                          f"needs {getattr(cfg, name)} (autoencoder.channels / text.width)")
+
+  def make_rest():
+    rngs = nnx.Rngs(config.seed)
+    return Generator(None, _make_text_encoder(config, rngs), **_conditioners(method, config, got, rngs))
+
+  rest = sharding.create_sharded(make_rest, mesh)
+  rest.dit = dit
+  return rest
+
+
+def abstract_generator(config, method: Method | None = None):
+  """`(graphdef, abstract state)` of the method's generator for `config` without allocating it (`jax.eval_shape`;
+  `model.pretrained` is not read): parameter counts and shapes of paper-scale variants on any machine."""
+  method = method or get(config.method)
+  cfg = wan_config(config, make_autoencoder(config), method)
+
+  def make():
+    rngs = nnx.Rngs(config.seed)
+    dit = WanDiT(cfg, rngs=rngs)
+    return Generator(dit, _make_text_encoder(config, rngs), **_conditioners(method, config, cfg, rngs))
+
+  return sharding.abstract_module(make)
+
+
+def build_model(config, mesh, method: Method | None = None) -> Model:
+  """The method's generator, autoencoder and objective for `config` (call inside `sharding.use_mesh(mesh)`); no
+  optimiser state (`camjax.train` adds it).
+
+  Raises:
+    MethodError: `config.method` is not registered.
+    TrainingError: an unknown autoencoder / text kind, or a pretrained model that does not fit.
+    camjax.diffusion.DiffusionError: a bad `config.objective`.
+  """
+  method = method or get(config.method)
+  autoencoder = make_autoencoder(config)
+  objective = make_objective(config.objective)
+  generator = make_generator(config, autoencoder, mesh, method)
+  graphdef, params, frozen = nnx.split(generator, method.trainable(config), ...)
+  frozen = frozen if jax.tree.leaves(frozen) else None
+  tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
+  return Model(Static(graphdef, autoencoder, objective, config, method), params, frozen, autoencoder, tokenizer)
+
+
+def merge(static: Static, weights: dict) -> Generator:
+  """The generator from its graph and `{params[, frozen]}` (inside jit)."""
+  states = [weights["params"]] + ([weights["frozen"]] if weights.get("frozen") is not None else [])
+  return nnx.merge(static.graphdef, *states)
+
+
+def weights_template(model: Model, with_ema: bool) -> dict:
+  """`{params[, frozen][, ema]}` of a built model: the entries `camjax.checkpoints.restore_weights` reads."""
+  out = model.weights()
+  if with_ema:
+    out["ema"] = model.params
+  return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Phases
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A training phase: the config it runs with and its global step range `[start, end)`."""
+
+  config: Any
+  start: int
+  end: int
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+  """A copy of `config` with dotted-key overrides applied (`{"data.height": 128}`).
+
+  Raises:
+    MethodError: an override names a field the config does not have.
+  """
+  c = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = c
+    for part in path:
+      if part not in node:
+        raise MethodError(f"phase override {key!r}: the config has no section {part!r}")
+      node = node[part]
+    if leaf not in node:
+      raise MethodError(f"phase override {key!r}: the config has no field {leaf!r}")
+    node[leaf] = value
+  return c
+
+
+def training_phases(config, method: Method | None = None) -> list[Phase]:
+  """The run's phases (`Method.phases`), each with its config and global step range; phases with 0 steps are
+  dropped. The first phase runs with `config` itself when it has no overrides."""
+  method = method or get(config.method)
+  phases, start = [], 0
+  for steps, overrides in method.phases(config):
+    if not steps and phases:
+      continue
+    c = config if not overrides and not phases else apply_overrides(config, overrides)
+    phases.append(Phase(c, start, start + int(steps)))
+    start += int(steps)
+  return phases
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Batches, text, loss, sampling
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _as_jax_dtype(name: str, value) -> np.ndarray:
+  v = np.asarray(value)
+  if v.dtype == np.bool_:
+    return v
+  if np.issubdtype(v.dtype, np.floating):
+    return v.astype(np.float32)
+  if np.issubdtype(v.dtype, np.integer):
+    return v if v.dtype == np.uint8 else v.astype(np.int32)
+  raise MethodError(f"batch key {name!r} has dtype {v.dtype}, which the jitted step cannot read")
+
+
+def host_batch(batch: dict, tokenizer, method: Method, config) -> dict[str, np.ndarray]:
+  """The arrays the jitted step reads: frames (uint8) or precomputed latents; token ids or precomputed text
+  embeddings with the text mask; the method's batch keys.
+
+  Raises:
+    MethodError: a required batch key of the method is missing (named, with the keys there are).
+  """
+  out = {}
+  if "latents" in batch:
+    out["latents"] = np.asarray(batch["latents"], np.float32)
+  else:
+    out["frames"] = batch["frames"]
+  if tokenizer is None:
+    out.update(text=np.asarray(batch["text_embeddings"], np.float32), text_mask=np.asarray(batch["text_mask"], bool))
+  else:
+    out["text_ids"], out["text_mask"] = tokenizer.encode([str(c) for c in batch["caption"]])
+  required, optional = method.batch_keys(config)
+  missing = [k for k in required if k not in batch]
+  if missing:
+    raise MethodError(f"method {method.name} needs batch keys {missing}; the batch has {sorted(batch)}")
+  for k in (*required, *optional):
+    if k in batch:
+      out[k] = _as_jax_dtype(k, batch[k])
+  return out
+
+
+def text_states(model: Generator, batch: dict) -> jax.Array:
+  """`[B, L, D]` text states: precomputed (umT5) embeddings from the batch, or the byte encoder's."""
+  if model.text_encoder is None:
+    return batch["text"]
+  return model.text_encoder(batch["text_ids"], batch["text_mask"])
+
+
+def denoising_loss(dit: WanDiT, objective, latents, noise, level, text, text_mask, *, clean_mask=None, loss_mask=None,
+                   **dit_inputs) -> jax.Array:
+  """The denoising loss with separate clean and loss masks.
+
+  Tokens where `clean_mask` is 1 enter the DiT clean (condition frames, a video-to-video source); the rest are noised
+  to `level` (`objective.add_noise`). The squared error of `objective.loss_terms` is averaged over `loss_mask`
+  (default `1 - clean_mask`, or everything without a clean mask): CameraCtrl II eq. 1 with its clean extension frames,
+  Track2View's target half.
+
+  Args:
+    dit: the DiT (or any callable with its signature).
+    objective: a `camjax.diffusion` objective (`add_noise`, `model_timesteps`, `loss_terms`).
+    latents: `[B, t, h, w, c]` clean latents; noise: the same shape; level: `[B]` noise levels.
+    text, text_mask: `[B, L, D]`, `[B, L]`.
+    clean_mask: optional `[B, t, h, w, 1]` (or `[B, t, h, w]`), 1 = clean token.
+    loss_mask: optional weights of the same layout; default `1 - clean_mask`.
+    **dit_inputs: further DiT inputs (`extra_in`, `token_map`, `positions`, ...).
+
+  Returns:
+    The scalar masked mean squared error (float32).
+  """
+  x_t = objective.add_noise(latents, noise, level)
+  if clean_mask is not None:
+    x_t_in = clean_mask * latents + (1 - clean_mask) * x_t
+    if loss_mask is None:
+      loss_mask = 1 - clean_mask
+  else:
+    x_t_in = x_t
+  out = dit(x_t_in, objective.model_timesteps(level), text, text_mask, **dit_inputs)
+  pred, target = objective.loss_terms(x_t, out, latents, noise, level)
+  return masked_mse(pred, target, loss_mask)
+
+
+def generate(weights: dict, sample_fn, batch: dict[str, np.ndarray], mesh, rng) -> np.ndarray:
+  """Runs a jitted `sample_fn(weights, batch, rng)` on a small host batch replicated on every process (padded to the
+  batch sharding).
+
+  Returns:
+    The host array of the sampler's output for the batch's `B` samples.
+  """
+  n = len(next(iter(batch.values())))
+  shards = math.prod(mesh.shape[a] for a in ("data", "fsdp"))
+  pad = -n % shards  # the batch axis is sharded over data x fsdp: repeat the last sample to fill it
+  batch = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in batch.items()}
+  batch = jax.device_put(batch, NamedSharding(mesh, P()))
+  return np.asarray(jax.device_get(sample_fn(weights, batch=batch, rng=rng)))[:n]
+
+
+def sample_fn(static: Static):
+  """`f(weights, batch, rng)`: the method's sampler on merged weights (jit it)."""
+
+  def fn(weights, batch, rng):
+    return static.method.sample(merge(static, weights), static, batch, rng)
+
+  return fn
+
+
+def clip_video(static: Static, latents: jax.Array) -> jax.Array:
+  """Decoded `[B, T, H, W, 3]` video clipped to [-1, 1], or the latents when the autoencoder cannot decode."""
+  if not getattr(static.autoencoder, "can_decode", True):
+    return latents
+  return jnp.clip(static.autoencoder.decode(latents), -1, 1)

@@ -1,0 +1,105 @@
+"""LoRA on the WAN DiT: zero-initialised, trains alone under an optimizer over the LoRA parameters only, merges."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from camjax.models import LORA_TARGETS, ModelError, WanDiT, lora, preset
+
+
+def _toy(**kw):
+  cfg = preset("toy", in_channels=4, out_channels=4, text_dim=16, **kw)
+  model = WanDiT(cfg, rngs=nnx.Rngs(0))
+  model.proj_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(9), model.proj_out.kernel.shape)
+  return model
+
+
+def _batch():
+  k = jax.random.split(jax.random.key(0), 4)
+  return (jax.random.normal(k[0], (2, 3, 4, 6, 4)), jax.random.uniform(k[1], (2,)) * 1000,
+          jax.random.normal(k[2], (2, 5, 16)), jax.random.normal(k[3], (2, 3, 4, 6, 4)))
+
+
+def _forward(model, latents, timesteps, text):
+  graphdef, state = nnx.split(model)
+  return _apply(graphdef, state, latents, timesteps, text)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, latents, timesteps, text):
+  return nnx.merge(graphdef, state)(latents, timesteps, text)
+
+
+def test_lora_params_sit_on_every_target_and_start_at_the_base_model():
+  base, model = _toy(), _toy(lora_rank=2, lora_alpha=4.0)
+  layers = lora.adapted_layers(model)
+  assert len(layers) == len(LORA_TARGETS) == 10
+  # Per stacked layer: A [layers, in, 2], B [layers, 2, out]; width 64, FFN 256.
+  expected = 2 * sum(2 * (i + o) for i, o in [(64, 64)] * 8 + [(64, 256), (256, 64)])
+  assert lora.num_params(model) == expected
+  a = model.blocks.ffn.proj_in.lora.a
+  assert isinstance(a, lora.LoraParam) and a.shape == (2, 64, 2) and float(jnp.abs(a[...]).min()) > 0
+  np.testing.assert_array_equal(model.blocks.ffn.proj_in.lora.b[...], 0)
+  latents, timesteps, text, _ = _batch()
+  np.testing.assert_array_equal(_forward(model, latents, timesteps, text), _forward(base, latents, timesteps, text))
+  only = _toy(lora_rank=3, lora_targets=("attn1.to_q", "ffn.proj_out"))
+  assert sorted(".".join(map(str, p)) for p, _ in lora.adapted_layers(only)) == ["blocks.attn1.to_q",
+                                                                                "blocks.ffn.proj_out"]
+  with pytest.raises(ModelError, match="lora_targets"):
+    preset("toy", lora_rank=2, lora_targets=("attn1.q",))
+
+
+def test_lora_trains_alone_and_merges():
+  model = _toy(lora_rank=2)
+  graphdef, lora_params, base_params = nnx.split(model, lora.trainable, ...)
+  base_before = jax.tree.map(np.asarray, base_params)
+  lora_before = jax.tree.map(np.asarray, lora_params)
+  latents, timesteps, text, target = _batch()
+  tx = optax.adamw(1e-2)
+  opt_state = tx.init(lora_params)
+
+  def loss_fn(lora_params, base_params):
+    out = nnx.merge(graphdef, lora_params, base_params)(latents, timesteps, text)
+    return jnp.mean((out - target) ** 2)
+
+  @jax.jit
+  def step(lora_params, base_params, opt_state):
+    loss, grads = jax.value_and_grad(loss_fn)(lora_params, base_params)
+    updates, opt_state = tx.update(grads, opt_state, lora_params)
+    return optax.apply_updates(lora_params, updates), opt_state, loss
+
+  losses = []
+  for _ in range(3):
+    lora_params, opt_state, loss = step(lora_params, base_params, opt_state)
+    losses.append(float(loss))
+  assert losses[-1] < losses[0]
+
+  # (a) base parameters bit-identical (the split keeps them out of the optimizer).
+  for before, after in zip(jax.tree.leaves(base_before), jax.tree.leaves(base_params)):
+    np.testing.assert_array_equal(before, after)
+  # (b) optimizer state: LoRA-shaped leaves only (Adam's mu and nu), plus scalar step counts.
+  lora_shapes = {x.shape for x in jax.tree.leaves(lora_params)}
+  arrays = [x for x in jax.tree.leaves(opt_state) if x.ndim]
+  assert all(x.shape in lora_shapes for x in arrays)
+  assert sum(x.size for x in arrays) == 2 * lora.num_params(model)
+  # (c) every B factor moved off zero.
+  trained = nnx.merge(graphdef, lora_params, base_params)
+  for path, layer in lora.adapted_layers(trained):
+    assert float(jnp.abs(layer.lora.b[...]).max(axis=(1, 2)).min()) > 0, path
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(lora_before), jax.tree.leaves(lora_params)))
+
+  # (d) merged kernels compute what the adapters computed; the input model is untouched.
+  merged = lora.merge(trained)
+  np.testing.assert_allclose(_forward(merged, latents, timesteps, text), _forward(trained, latents, timesteps, text),
+                             atol=1e-5, rtol=0)
+  for _, layer in lora.adapted_layers(merged):
+    np.testing.assert_array_equal(layer.lora.b[...], 0)
+  assert float(jnp.abs(trained.blocks.attn1.to_q.lora.b[...]).max()) > 0
+  kernel = merged.blocks.attn1.to_q
+  np.testing.assert_allclose(kernel.kernel[...], trained.blocks.attn1.to_q.kernel[...] + kernel.lora.scale * jnp.matmul(
+      trained.blocks.attn1.to_q.lora.a[...], trained.blocks.attn1.to_q.lora.b[...]), atol=1e-6)
