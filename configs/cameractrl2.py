@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # The camera patchify (a token map before block 0) and the condition-mask input channel (clip extension).
   c.model.update(camera=True, cond_mask=True)
+  # "condition_frame": the clean-sample prediction is a residual on the last condition frame (camjax's CPU default,
+  # see camjax.methods.cameractrl2.condition_anchor); "none": the paper's plain prediction.
+  c.model.anchor = "none"
   # Joint training (sec. 3.2): labeled : unlabeled clips (4:1) from a separate unlabeled dataset whose cameras are
   # ignored (they get the null camera): `unlabeled_path` (a camjax dataset), or for procedural data
   # `unlabeled_scenes` more scenes rendered with another seed. (1, 0) disables. With camera dropout 0.1 of the labeled
@@ -77,7 +80,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Both phases, briefly: 300 single-clip steps, then 100 steps with clip extension on 13-frame windows of the
     # 17-frame scenes (so extension samples can be posed relative to an earlier, "global" first frame).
     c.phase2.update(steps=100, num_frames=13)
-    c.eval.following = 4  # held-out procedural scenes, the training data's kind
+    c.model.anchor = "condition_frame"
+    c.eval.following = 8  # held-out procedural scenes, the training data's kind
   elif variant == "test":
     c.model.update(num_heads=2, head_dim=16, ffn_dim=64, num_layers=2)
     c.text.update(width=32, max_length=24)

@@ -11,6 +11,9 @@
   `[null text + null camera, text + null camera, text + camera]` with weights `[w_text, w_cam]`.
 * Phases (sec. 4.1): `train.steps` single-clip steps, then `phase2.steps` with clip extension on, optionally at
   another resolution / clip length / batch / data path.
+* `model.anchor = "condition_frame"` (camjax's CPU-sized default, not the paper): the clean-sample prediction is a
+  residual on the last condition frame repeated over the window (`condition_anchor`), so the untrained model is the
+  "repeat the first frame" baseline and training learns how the scene moves (docs/evaluation.md).
 * End of run: camera following (true vs null vs reversed camera, with the trivial baselines) on held-out procedural
   scenes (`eval.following`).
 """
@@ -60,6 +63,9 @@ def conditions(static, batch: dict, rng: jax.Array, training: bool):
     latents = ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
   b, t, h, w, _ = latents.shape
   w2c = batch["w2c"]
+  if batch["K"].shape != (*w2c.shape[:-2], 3, 3) or w2c.shape[-2:] != (4, 4):
+    raise cc2.ConditioningError(f"batch K {batch['K'].shape} and w2c {w2c.shape} must be [B, T, 3, 3] and "
+                                "[B, T, 4, 4] (one camera per video frame)")
   labeled = batch["has_camera"]
   if training:
     k1, k2, k3 = jax.random.split(rng, 3)
@@ -81,6 +87,34 @@ def conditions(static, batch: dict, rng: jax.Array, training: bool):
     camera = camera * labeled[:, None, None, None, None]
   cond_mask = cc2.extension_mask(b, (t, h, w), num_cond) if c.model.cond_mask else jnp.zeros((b, t, h, w, 1))
   return latents, camera, cond_mask
+
+
+def condition_anchor(latents, cond_mask, temporal_factor: int):
+  """The last clean condition frame, repeated over the window, in the pixel autoencoder's latent layout.
+
+  With `model.anchor = "condition_frame"` the DiT's clean-sample prediction is a residual on this anchor, so an
+  untrained model predicts "repeat the last condition frame" (the trivial baseline) and training only has to learn
+  how the scene moves. Latent frame `n - 1` (n = clean latent frames) holds the last condition video frame at
+  temporal offset `ft = tf - 1` (channels ordered `(ft, fy, fx, c)`, `camjax.models.autoencoders.PixelAutoencoder`);
+  that group is tiled over `ft` and over the latent frames. Samples without condition frames get a zero anchor.
+
+  Args:
+    latents: `[B, t, h, w, C]` clean latents (`C = tf * rest`).
+    cond_mask: `[B, t, h, w, 1]` (1 = clean condition latent frame; condition frames come first).
+    temporal_factor: the autoencoder's `tf`.
+
+  Returns:
+    `[B, t, h, w, C]` anchor latents.
+  """
+  b, t, h, w, c = latents.shape
+  n = jnp.sum(cond_mask[:, :, 0, 0, 0], axis=1).astype(jnp.int32)  # [B]
+  last = jnp.take_along_axis(latents, jnp.maximum(n - 1, 0)[:, None, None, None, None], axis=1)  # [B, 1, h, w, C]
+  groups = last.reshape(b, 1, h, w, temporal_factor, c // temporal_factor)[..., -1:, :]
+  anchor = jnp.broadcast_to(groups, (b, 1, h, w, temporal_factor, c // temporal_factor)).reshape(b, 1, h, w, c)
+  return jnp.broadcast_to(anchor, latents.shape) * (n > 0)[:, None, None, None, None].astype(latents.dtype)
+
+
+ANCHORS = ("none", "condition_frame")
 
 
 class CameraCtrl2(Method):
@@ -144,6 +178,12 @@ class CameraCtrl2(Method):
                  "a camjax dataset; or set data.unlabeled_ratio=(1, 0))")
     if d.unlabeled_ratio[1] > 0 and not d.unlabeled_path and int(d.unlabeled_scenes) < 1:
       bad.append(f"data.unlabeled_scenes={d.unlabeled_scenes!r} (must be >= 1 for the unlabeled stream)")
+    anchor = config.model.get("anchor", "none")
+    if anchor not in ANCHORS:
+      bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
+    elif anchor != "none" and (config.autoencoder.kind != "pixel" or config.objective.get("prediction") != "sample"):
+      bad.append(f"model.anchor={anchor!r} (a residual on the condition frame needs autoencoder.kind='pixel' and "
+                 "objective.prediction='sample')")
     if config.train.extension_reference not in ("global", "clip"):
       bad.append(f"train.extension_reference={config.train.extension_reference!r} (must be 'global' or 'clip')")
     return bad
@@ -158,6 +198,13 @@ class CameraCtrl2(Method):
       out["extra_in"] = cond_mask
     return out
 
+  @staticmethod
+  def anchor(static, latents, cond_mask):
+    """`condition_anchor` when `model.anchor == "condition_frame"`, else None."""
+    if static.config.model.get("anchor", "none") == "none":
+      return None
+    return condition_anchor(latents, cond_mask, static.autoencoder.temporal_factor)
+
   def loss(self, model, static, batch, rng):
     c = static.config
     k_cond, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
@@ -166,7 +213,9 @@ class CameraCtrl2(Method):
     sigma = static.objective.sample_level(k_sigma, latents.shape[0])
     text = text_states(model, batch)
     text, text_mask = drop_text(k_text, text, batch["text_mask"], c.train.text_dropout)
-    return denoising_loss(model.dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=cond_mask,
+    anchor = self.anchor(static, latents, cond_mask)
+    dit = model.dit if anchor is None else (lambda *a, **k: model.dit(*a, **k) + anchor)
+    return denoising_loss(dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=cond_mask,
                           **self.dit_inputs(model, c, camera, cond_mask))
 
   def sample(self, model, static, batch, rng):
@@ -179,8 +228,11 @@ class CameraCtrl2(Method):
     blank, blank_mask = null_text(text.shape)
     text_mask = batch["text_mask"].astype(bool)
 
-    def model_fn(latents, timesteps, text, text_mask, camera, cond_mask):
-      return model.dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, c, camera, cond_mask))
+    anchor = self.anchor(static, latents, cond_mask)
+
+    def model_fn(latents, timesteps, text, text_mask, camera, cond_mask, anchor=None):
+      out = model.dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, c, camera, cond_mask))
+      return out if anchor is None else out + anchor
 
     null_cam = jnp.zeros_like(camera)
     sets = [dict(text=blank, text_mask=blank_mask, camera=null_cam),
@@ -189,7 +241,7 @@ class CameraCtrl2(Method):
     if c.model.camera:
       sets.append(dict(text=text, text_mask=text_mask, camera=camera))
       weights.append(s.w_cam)
-    denoise = guided_denoiser(model_fn, static.objective, sets, weights, cond_mask=cond_mask)
+    denoise = guided_denoiser(model_fn, static.objective, sets, weights, cond_mask=cond_mask, anchor=anchor)
     noise = jax.random.normal(rng, latents.shape, latents.dtype)
     opts = dict(shift=s.shift) if static.objective.kind == "flow" else dict(eta=float(s.get("eta", 0.0)))
     hooks = [clean_hook(latents, cond_mask, static.objective)]

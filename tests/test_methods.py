@@ -1,0 +1,140 @@
+"""The method interface: registry, phases as config overrides, host batches, the trainable split, CameraCtrl II's
+condition anchor."""
+
+import importlib.util
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from camjax import methods
+from camjax.conditioning import cameractrl2 as cc2
+from camjax.methods import cameractrl2 as m_cc2
+from camjax.models.autoencoders import PixelAutoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(variant="test"):
+  spec = importlib.util.spec_from_file_location("cameractrl2", ROOT / "configs" / "cameractrl2.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant)
+
+
+def test_registry_names_the_registered_methods():
+  assert methods.get("cameractrl2") is m_cc2.METHOD
+  with pytest.raises(methods.MethodError, match=r"unknown method 'nope' .* registered: cameractrl2"):
+    methods.get("nope")
+
+
+def test_phases_are_config_overrides():
+  config = _config("default")
+  phases = methods.training_phases(config)
+  assert [(p.start, p.end) for p in phases] == [(0, 300), (300, 400)]
+  assert phases[0].config is config  # phase 1 runs with the config itself
+  p2 = phases[1].config
+  assert p2.data.num_frames == 13 and p2.train.extension_prob == 0.5 and p2.data.height == config.data.height
+  assert config.data.num_frames == 17 and config.train.extension_prob == 0.0  # the run's config is not changed
+  config.phase2.steps = 0
+  assert len(methods.training_phases(config)) == 1
+  with pytest.raises(methods.MethodError, match="no field 'nope'"):
+    methods.apply_overrides(config, {"data.nope": 1})
+  with pytest.raises(methods.MethodError, match="no section 'nope'"):
+    methods.apply_overrides(config, {"nope.x": 1})
+  assert methods.apply_overrides(config, {"seed": 5}).seed == 5
+
+
+def test_host_batch_reads_the_method_keys_and_names_a_missing_one():
+  config = _config()
+  method = methods.get(config.method)
+  batch = dict(frames=np.zeros((1, 9, 32, 32, 3), np.uint8), caption=np.array(["a"]),
+               K=np.eye(3)[None, None].repeat(9, 1),
+               w2c=np.eye(4)[None, None].repeat(9, 1), has_camera=np.array([True]), num_cond=np.array([1], np.int64),
+               unused=np.zeros(1))
+  from camjax.models.tokenizers import ByteTokenizer  # pylint: disable=import-outside-toplevel
+  out = methods.host_batch(batch, ByteTokenizer(8), method, config)
+  assert set(out) == {"frames", "text_ids", "text_mask", "K", "w2c", "has_camera", "num_cond"}
+  assert out["K"].dtype == np.float32 and out["num_cond"].dtype == np.int32 and out["has_camera"].dtype == bool
+  del batch["w2c"]
+  with pytest.raises(methods.MethodError, match=r"needs batch keys \['w2c'\]"):
+    methods.host_batch(batch, ByteTokenizer(8), method, config)
+
+
+class _Frozen(methods.Method):
+  """A method that trains the camera conditioner only (the split a LoRA method uses)."""
+
+  name = "frozen_test"
+
+  def conditioners(self, config, dit_config, rngs):
+    return m_cc2.METHOD.conditioners(config, dit_config, rngs)
+
+  def dit_options(self, config):
+    return m_cc2.METHOD.dit_options(config)
+
+  def trainable(self, config):
+    return nnx.All(nnx.Param, nnx.PathContains("camera"))
+
+
+def test_the_trainable_filter_splits_params_from_frozen():
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  config = _config()
+  mesh = sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    everything = methods.build_model(config, mesh)
+    split = methods.build_model(config, mesh, method=_Frozen())
+  assert everything.frozen is None
+  names = lambda state: {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(state)}
+  assert names(split.params) == {"camera/proj/kernel"}
+  assert names(split.params) | names(split.frozen) == names(everything.params)
+  generator = methods.merge(split.static, split.weights())
+  assert generator.camera is not None and generator.dit is not None
+
+
+@pytest.mark.parametrize("num_cond", [0, 1, 2])
+def test_condition_anchor_is_the_last_condition_frame_repeated(num_cond):
+  """The anchor equals the latents of a video that repeats the last condition video frame (the trivial baseline),
+  and zero without condition frames."""
+  ae = PixelAutoencoder(temporal_factor=4, spatial_factor=4)
+  rng = np.random.default_rng(0)
+  video = jnp.asarray(rng.uniform(-1, 1, (2, 13, 8, 8, 3)), jnp.float32)
+  latents = ae.encode(video)
+  mask = cc2.extension_mask(2, latents.shape[1:4], num_cond)
+  anchor = m_cc2.condition_anchor(latents, mask, 4)
+  if num_cond == 0:
+    assert float(jnp.abs(anchor).max()) == 0.0
+    return
+  last = 0 if num_cond == 1 else 4 * (num_cond - 1)  # latent frame k holds video frames 4k-3 .. 4k
+  expected = ae.encode(jnp.broadcast_to(video[:, last:last + 1], video.shape))
+  np.testing.assert_array_equal(np.asarray(anchor), np.asarray(expected))
+
+
+def test_an_anchored_untrained_model_predicts_the_condition_frame():
+  """With `model.anchor`, the zero-initialised output layer makes the untrained model's clean-sample prediction the
+  repeated condition frame exactly (the model starts at the "repeat the first frame" baseline)."""
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  config = _config()
+  config.model.anchor = "condition_frame"
+  mesh = sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    model = methods.build_model(config, mesh)
+  static = model.static
+  generator = methods.merge(static, model.weights())
+  rng = np.random.default_rng(1)
+  frames = rng.integers(0, 255, (1, 9, 32, 32, 3), dtype=np.uint8)
+  frames[:, 1:] = 0  # only the first frame is given
+  K = np.array([[16.0, 0, 16], [0, 16, 16], [0, 0, 1]], np.float32)
+  batch = dict(frames=jnp.asarray(frames), K=jnp.asarray(np.broadcast_to(K, (1, 9, 3, 3))),
+               w2c=jnp.asarray(np.eye(4)[None, None].repeat(9, 1), jnp.float32), has_camera=jnp.array([True]),
+               num_cond=jnp.array([1]), text_ids=jnp.zeros((1, 24), jnp.int32), text_mask=jnp.ones((1, 24), bool))
+  video = m_cc2.METHOD.sample(generator, static, batch, jax.random.key(0))
+  expected = np.broadcast_to(frames[:, :1], frames.shape).astype(np.float32) / 127.5 - 1
+  np.testing.assert_allclose(np.asarray(video), expected, atol=1e-5)
+  with pytest.raises(cc2.ConditioningError, match=r"must be \[B, T, 3, 3\]"):  # one K for the clip: named, not NaN
+    m_cc2.METHOD.sample(generator, static, dict(batch, K=batch["K"][:, 0]), jax.random.key(0))
+  assert m_cc2.METHOD.validate(config) == []
+  config.objective.prediction = "velocity"
+  assert "model.anchor='condition_frame'" in m_cc2.METHOD.validate(config)[0]
