@@ -73,8 +73,12 @@ def make_optimizer(config):
 def prepare_datasets(config, workdir: Path) -> dict[str, Path]:
   """`{"main": dataset, **extras}`: the config's dataset and the method's `extra_datasets`, each rendered / ingested
   on first use (`camjax.data.prepare.prepare_dataset`)."""
+  method = methods.get(config.method)
+  own = method.prepare_data(config, workdir)
+  if own is not None:
+    return own
   out = {"main": prepare_dataset(config, workdir)}
-  for name, overrides in methods.get(config.method).extra_datasets(config).items():
+  for name, overrides in method.extra_datasets(config).items():
     out[name] = prepare_dataset(methods.apply_overrides(config, overrides), workdir)
   return out
 
@@ -96,9 +100,13 @@ def make_train_iterator(config, datasets, start_step: int = 0):
   n = jax.process_count()
   if d.batch_size % n:
     raise TrainingError(f"data.batch_size {d.batch_size} is not divisible by the {n} processes")
+  method = methods.get(config.method)
+  own = method.pipeline(config, datasets, training=True, batch_size=d.batch_size // n,
+                        start_index=start_step * d.batch_size, seed=config.seed)
+  if own is not None:
+    return iter(own)
   source = ShardSource(datasets["main"])
   extra = {k: ShardSource(v) for k, v in datasets.items() if k != "main"}
-  method = methods.get(config.method)
   ds = make_pipeline(source, num_frames=d.num_frames, height=d.height, width=d.width, batch_size=d.batch_size // n,
                      seed=config.seed, stride=tuple(d.stride), worker_count=d.worker_count,
                      start_index=start_step * d.batch_size, text_length=_text_length(config),
@@ -117,6 +125,11 @@ def eval_batch(config, dataset) -> dict[str, np.ndarray]:
   from camjax.data.shards import ShardSource  # pylint: disable=import-outside-toplevel
   from camjax.data.synthetic import SyntheticSource  # pylint: disable=import-outside-toplevel
   d, s = config.data, config.sample
+  own = methods.get(config.method).pipeline(
+      config, dataset if isinstance(dataset, dict) else {"main": dataset}, training=False, batch_size=int(s.num),
+      start_index=0, seed=0, process_index=0, process_count=1)
+  if own is not None:
+    return next(iter(own))
   dataset = dataset["main"] if isinstance(dataset, dict) else dataset
   if d.source == "synthetic":  # scenes never seen in training
     source = SyntheticSource(max(d.eval_scenes, s.num), seed=config.seed + 1_000_000, num_frames=d.num_frames,
@@ -240,16 +253,21 @@ def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, image_size: tu
     if out.shape[-1] == 3:
       sample_u8 = np.round((out + 1) * 127.5).clip(0, 255).astype(np.uint8)
       main = write_video(f"generated_{i}.mp4", sample_u8)
-      if "frames" in batch:
-        write_video(f"ground_truth_{i}.mp4", batch["frames"][i])
-        main = write_video(f"sample_{i}.mp4", np.concatenate([batch["frames"][i], sample_u8], axis=2))
+      truth = batch.get("frames", batch.get("tgt_frames"))  # video-to-video methods name their views src_ / tgt_
+      if "src_frames" in batch:
+        write_video(f"source_{i}.mp4", batch["src_frames"][i])
+      if truth is not None:
+        write_video(f"ground_truth_{i}.mp4", truth[i])
+        side = [batch["src_frames"][i]] if "src_frames" in batch else []
+        main = write_video(f"sample_{i}.mp4", np.concatenate([*side, truth[i], sample_u8], axis=2))
     else:
       main = out_dir / f"latents_{i}.npy"
       with atomic_write(main, "wb") as f:
         np.save(f, out)
     paths.append(main)
-    if "K" in batch and "w2c" in batch:  # camera-conditioned methods: the cameras and their frusta
-      cams = Cameras(K=np.asarray(batch["K"][i], np.float64), w2c=np.asarray(batch["w2c"][i], np.float64),
+    k_key, w_key = ("K", "w2c") if "K" in batch else ("tgt_K", "tgt_w2c")  # the generated view's cameras
+    if k_key in batch and w_key in batch:  # camera-conditioned methods: the cameras and their frusta
+      cams = Cameras(K=np.asarray(batch[k_key][i], np.float64), w2c=np.asarray(batch[w_key][i], np.float64),
                      height=int(height), width=int(width))
       write_re10k(out_dir / f"cameras_{i}.txt", cams)
       plot_trajectories(cams, out_dir / f"trajectory_{i}.png", title=f"sample {i}: {caption[:60]}")

@@ -39,8 +39,11 @@ def _fast(config, workdir_steps=1):
   config.data.num_scenes = 2
   config.sample.num = 1
   config.sample.steps = 1
+  config.eval.trials = 1
   if "following" in config.eval:
     config.eval.following = min(config.eval.following, 1)
+  if "pairs" in config.eval:
+    config.eval.pairs = min(config.eval.pairs, 1)
   return config
 
 
@@ -60,7 +63,10 @@ def test_every_config_and_variant_builds_its_model_abstractly(path):
     assert config.variant == variant and config.method in methods.REGISTRY
     assert config.train.steps > 0 and config.data.batch_size > 0
     _, state = methods.abstract_generator(config)
-    dit = sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(state["dit"], nnx.Param)))
+    params = nnx.to_flat_state(nnx.state(state["dit"], nnx.Param))
+    sizes = {"/".join(map(str, k)): math.prod(v.shape) for k, v in params}
+    dit = sum(n for k, n in sizes.items() if "/lora/" not in k)  # the base DiT (LoRA factors counted apart)
+    assert any("/lora/" in k for k in sizes) == bool(config.model.get("lora_rank", 0))
     if variant == "wan1_3b":
       assert 1.2e9 < dit < 1.5e9, dit  # WAN 2.1 T2V 1.3B
     elif variant == "wan14b":
@@ -91,6 +97,13 @@ def test_one_training_step_of_every_cpu_variant(path, variant, tmp_path, request
   metrics = json.loads((summary.samples[0].parent / "eval" / "metrics.json").read_text())  # end-of-run evaluation
   assert metrics["num_videos"] == 1 and "success_ratio" in json.dumps(metrics)
   assert (summary.samples[0].parent / "eval" / "report.md").exists()
+  if "src_frames" in methods.get(config.method).batch_keys(config)[0]:  # video-to-video: source and target views
+    assert (summary.samples[0].parent / "source_0.mp4").stat().st_size > 0
+  if config.eval.get("pairs", 0):  # Track2View: target view vs copy-the-source and zeroed tracks on held-out pairs
+    pairs = json.loads((tmp_path / "eval_pairs" / "metrics.json").read_text())
+    assert set(pairs["aggregate"]) == {"tracks", "zero_tracks", "copy_source", "repeat_first_frame", "mean_colour"}
+    assert all(np.isfinite(v["psnr"]) for v in pairs["aggregate"].values())
+    assert (tmp_path / "eval_pairs" / "strip_0.png").exists()
   if config.eval.get("following", 0):  # camera-conditioned vs null camera on a held-out procedural scene
     following = json.loads((tmp_path / "eval_following" / "metrics.json").read_text())
     assert {"camera", "null_camera"} <= set(following) and np.isfinite(following["camera"]["psnr"])

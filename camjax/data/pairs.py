@@ -20,6 +20,16 @@ first `N // 2` on sequence frame 0 (= source frame `T - 1`), the other `N - N //
 0 = target frame 0); none beyond the middle, because at inference only the source video exists. Mid-sequence queries
 cover content the first-frame ones miss (paper Tab. 4).
 
+Training reads the pairs from disk (rendering them once), like the main job's clip datasets (`prepare.py`):
+
+    folder = prepare_pairs(config, workdir)   # <workdir>/data/pairs_<n>x<T>f<size>px_q<N>_seed<s>_<digest>/
+    it = iter(make_pair_pipeline(PairSource(folder), batch_size=8, seed=0))
+    batch = next(it)                           # {"src_frames": uint8 [B, T, H, W, 3], ..., "caption": str [B]}
+    state = it.get_state()                     # saved with the train state (`checkpoints.save`)
+
+A pair dataset is a folder of `pair_<i>.npz` (the arrays of `paired_example(seed + i)`; strings as 0-d unicode
+arrays, no pickles) and `pairs.json` (its provenance: every producing argument, the format version, the count).
+
 Conventions:
   * `xy` are continuous pixel coordinates (x right, y down) of the image the intrinsics refer to, pixel (i, j)
     covering `[j, j + 1) x [i, i + 1)` with its centre at `(j + 0.5, i + 0.5)` (`camjax.geometry.cameras`; the
@@ -45,13 +55,24 @@ Validity:
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
+import logging
+import re
+import shutil
+import uuid
+from pathlib import Path
 from typing import Any, Sequence
 
+import grain
+import jax
 import numpy as np
 
 from camjax import geometry as g
-from camjax.data import synthetic
-from camjax.data.records import DataError
+from camjax.data import shards, synthetic
+from camjax.data.records import DataError, RecordError
+
+log = logging.getLogger(__name__)
 
 _TRAJECTORY_SALT = 0x7472616A  # seeds of the pair's two trajectories: default_rng([seed, salt])
 _QUERY_SALT = 0x71756572  # seeds of the query pixels
@@ -373,3 +394,322 @@ class PairedSyntheticSource:
     if not 0 <= index < self.num_scenes:
       raise IndexError(f"PairedSyntheticSource index {index} out of range for {self.num_scenes} scenes")
     return paired_example(self.seed + int(index), **self.kwargs)
+
+
+# ------------------------------------------------------------------------------------------ written datasets
+PAIRS_FILE = "pairs.json"
+PAIRS_FORMAT = 1  # bump when the folder layout or the arrays of a pair file change
+PAIRS_PRODUCER = "camjax.data.pairs"
+_PAIR_FILE = re.compile(r"pair_\d+\.npz")
+
+
+def pair_file(index: int) -> str:
+  """The file name of pair `index` in a pair dataset folder."""
+  return f"pair_{index:06d}.npz"
+
+
+def pair_shapes(num_frames: int, height: int, width: int, num_queries: int) -> dict[str, tuple[tuple[int, ...], str]]:
+  """`{key: (shape, dtype)}` of one pair (`paired_example`'s arrays; dtype "str" for 0-d unicode strings)."""
+  T, H, W, N = num_frames, height, width, num_queries
+  out = {}
+  for view in ("src", "tgt"):
+    out.update({f"{view}_frames": ((T, H, W, 3), "uint8"), f"{view}_K": ((T, 3, 3), "float32"),
+                f"{view}_w2c": ((T, 4, 4), "float32"), f"{view}_xy": ((N, T, 2), "float32"),
+                f"{view}_depth": ((N, T), "float32"), f"{view}_valid": ((N, T), "bool")})
+  out.update(points_world=((N, T, 3), "float32"), query_frame=((N,), "int32"), caption=((), "str"),
+             clip_id=((), "str"), fps=((), "float32"))
+  return out
+
+
+def pair_provenance(num_pairs: int, *, seed: int, num_frames: int, height: int, width: int, num_queries: int,
+                    fps: float = 8.0, reference: str = "first") -> dict:
+  """The provenance of a pair dataset: every argument of `write_pair_dataset` that changes its files, and the
+  renderer version (`synthetic.RENDERER_VERSION`). `shards.provenance_digest` of it names the cache folder."""
+  return {"format": PAIRS_FORMAT, "producer": PAIRS_PRODUCER, "arguments": dict(
+      num_pairs=int(num_pairs), seed=int(seed), num_frames=int(num_frames), height=int(height), width=int(width),
+      num_queries=int(num_queries), fps=float(fps), reference=str(reference),
+      renderer_version=synthetic.RENDERER_VERSION)}
+
+
+def read_pair_provenance(folder) -> dict | None:
+  """The `pairs.json` of a pair dataset folder; None when it is absent or unreadable."""
+  try:
+    out = json.loads((Path(folder) / PAIRS_FILE).read_text())
+  except (OSError, ValueError):
+    return None
+  return out if isinstance(out, dict) else None
+
+
+def pair_dataset_problems(folder, provenance: dict) -> list[str]:
+  """Why the folder is not a complete pair dataset of `provenance`, one line each (empty: reuse it)."""
+  folder = Path(folder)
+  if not folder.is_dir():
+    return [f"{folder} does not exist"]
+  old = read_pair_provenance(folder)
+  if old is None:
+    return [f"{folder} has no readable {PAIRS_FILE} (written by hand, by an older camjax, or damaged)"]
+  problems = shards.provenance_differences({k: old.get(k) for k in ("format", "producer", "arguments")}, provenance)
+  if problems:
+    return problems
+  count = provenance["arguments"]["num_pairs"]
+  if old.get("count") != count:
+    return [f"{PAIRS_FILE} counts {old.get('count')!r} pairs, expected {count}"]
+  missing = [pair_file(i) for i in range(count) if not (folder / pair_file(i)).is_file()]
+  if missing:
+    return [f"{len(missing)} pair file(s) missing: {', '.join(missing[:3])}"]
+  return []
+
+
+def _check_replaceable(out_dir: Path) -> None:
+  """Refuses to replace a file or a folder holding anything but a pair dataset's own files."""
+  if out_dir.exists() and not out_dir.is_dir():
+    raise DataError(f"{out_dir} is a file, not a pair dataset folder")
+  if out_dir.is_dir():
+    others = sorted(p.name for p in out_dir.iterdir() if p.name != PAIRS_FILE and not _PAIR_FILE.fullmatch(p.name))
+    if others:
+      raise DataError(f"{out_dir} holds files that are not a pair dataset ({', '.join(others[:3])}): not replacing "
+                      "it; choose a new or empty output folder")
+
+
+def write_pair_dataset(out_dir, num_pairs: int, *, seed: int, num_frames: int, height: int, width: int,
+                       num_queries: int, fps: float = 8.0, reference: str = "first", progress: bool = False) -> Path:
+  """Renders `paired_example(seed + i, ...)` for `i < num_pairs` into a pair dataset folder (module docstring).
+
+  The folder is written beside `out_dir` (`.camjax-tmp-<name>-<random>`) and renamed into place when complete,
+  replacing what was there: an error or an interrupt leaves `out_dir` as it was and no temporary folder behind.
+
+  Args:
+    out_dir: the dataset folder (absent, empty, or a pair dataset to replace).
+    num_pairs: pairs to render (>= 1).
+    seed, num_frames, height, width, num_queries, fps, reference: `paired_example`'s arguments (pixels, frames).
+    progress: show a progress bar.
+
+  Returns:
+    `out_dir`.
+
+  Raises:
+    DataError: an argument out of range; `out_dir` is a file or holds other files (never replaced); a scene with no
+      surface to place queries on.
+  """
+  if int(num_pairs) != num_pairs or num_pairs < 1:
+    raise DataError(f"write_pair_dataset: num_pairs must be an integer >= 1, got {num_pairs}")
+  _check_sizes(num_frames, height, width, num_queries)
+  provenance = pair_provenance(num_pairs, seed=seed, num_frames=num_frames, height=height, width=width,
+                               num_queries=num_queries, fps=fps, reference=reference)
+  out_dir = Path(out_dir)
+  _check_replaceable(out_dir)
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  prefix = shards._TMP_PREFIX  # pylint: disable=protected-access  # skipped by shards.input_listing
+  tmp = out_dir.parent / f"{prefix}{out_dir.name}-{uuid.uuid4().hex[:8]}"
+  indices = range(int(num_pairs))
+  if progress:
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    indices = tqdm(indices, desc=f"rendering pairs into {out_dir.name}", unit="pair")
+  try:
+    tmp.mkdir()
+    for i in indices:
+      example = paired_example(int(seed) + i, num_frames=num_frames, height=height, width=width,
+                               num_queries=num_queries, fps=fps, reference=reference)
+      np.savez_compressed(tmp / pair_file(i), **example)
+    written = dict(provenance, count=int(num_pairs),
+                   written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    (tmp / PAIRS_FILE).write_text(json.dumps(written, indent=1) + "\n")
+    shards._replace_folder(tmp, out_dir)  # pylint: disable=protected-access
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return out_dir
+
+
+def prepare_pairs(config, workdir) -> Path:
+  """The pair dataset a Track2View config trains on, rendered on first use (as `prepare.prepare_dataset`).
+
+  Args:
+    config: an ml_collections config with `seed` and `data.num_scenes` (pairs), `data.num_frames`,
+      `data.render_size` (pixels: height = width, rendered at this size) and `data.num_queries`.
+    workdir: the run's folder; the dataset goes to
+      `<workdir>/data/pairs_<num_scenes>x<frames>f<size>px_q<queries>_seed<seed>_<digest>/`, the digest of its
+      `pair_provenance` (`shards.provenance_digest`).
+
+  Returns:
+    The dataset folder (what `PairSource` opens), the same on every process. A folder there of the same provenance
+    with all its pair files is reused; anything else there (no `pairs.json`, other arguments, missing files) is
+    replaced. Process 0 writes, the others wait at a barrier.
+
+  Raises:
+    DataError: `data.num_queries` unset or a size out of range; the folder holds files that are not a pair dataset;
+      the dataset is not there after process 0 wrote it (the processes disagree on the folder: a filesystem that is
+      not shared).
+  """
+  from camjax.data.prepare import _sync  # pylint: disable=import-outside-toplevel  # prepare imports no pairs
+
+  d = config.data
+  if d.get("num_queries") is None:
+    raise DataError("config.data.num_queries is not set: the pair dataset needs the number of paired tracks")
+  kwargs = dict(seed=int(config.seed), num_frames=int(d.num_frames), height=int(d.render_size),
+                width=int(d.render_size), num_queries=int(d.num_queries))
+  num_pairs = int(d.num_scenes)
+  provenance = pair_provenance(num_pairs, **kwargs)
+  name = f"pairs_{num_pairs}x{kwargs['num_frames']}f{d.render_size}px_q{kwargs['num_queries']}_seed{config.seed}"
+  out = Path(workdir) / "data" / f"{name}_{shards.provenance_digest(provenance)}"
+  error = None
+  if jax.process_index() == 0:
+    try:
+      problems = pair_dataset_problems(out, provenance)
+      if not problems:
+        log.info("reusing pair dataset %s", out)
+      else:
+        if out.exists():
+          log.warning("replacing the pair dataset cache %s: %s", out, "; ".join(problems))
+        write_pair_dataset(out, num_pairs, progress=True, **kwargs)
+        log.info("wrote pair dataset %s", out)
+    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier, so no process waits forever
+      error = e
+  _sync(f"camjax pairs {out.name}")
+  if error is not None:
+    raise error
+  if not (out / PAIRS_FILE).is_file():
+    raise DataError(f"process {jax.process_index()}: no pair dataset at {out} after process 0 wrote it: the "
+                    "processes must see the same workdir (a shared filesystem)")
+  return out
+
+
+# ------------------------------------------------------------------------------------------------- reading
+class PairSource:
+  """Grain random-access source over a pair dataset folder: `source[i]` is the dict of numpy arrays of pair `i`
+  (`paired_example(seed + i, ...)`'s keys; `caption`, `clip_id` 0-d unicode arrays).
+
+  Attributes:
+    folder: the dataset folder.
+    arguments: the producing arguments (`pair_provenance`'s), from its `pairs.json`.
+
+  Raises:
+    DataError: (at construction) no readable `pairs.json`, another format version, or a count that is not >= 1.
+    RecordError: (from `source[i]`, a DataError) a missing, corrupt or mis-shaped pair file, naming it.
+  """
+
+  def __init__(self, folder):
+    self.folder = Path(folder)
+    prov = read_pair_provenance(self.folder)
+    if prov is None:
+      raise DataError(f"{self.folder} has no readable {PAIRS_FILE}: not a pair dataset (write it with "
+                      "write_pair_dataset / prepare_pairs; an interrupted write leaves no folder)")
+    if prov.get("format") != PAIRS_FORMAT or prov.get("producer") != PAIRS_PRODUCER:
+      raise DataError(f"{self.folder / PAIRS_FILE}: format {prov.get('format')!r} of {prov.get('producer')!r}, this "
+                      f"camjax reads format {PAIRS_FORMAT} of {PAIRS_PRODUCER!r}: re-render it")
+    count, self.arguments = prov.get("count"), prov.get("arguments", {})
+    if not isinstance(count, int) or count < 1:
+      raise DataError(f"{self.folder / PAIRS_FILE}: count must be an integer >= 1, got {count!r}")
+    self.count = count
+    a = self.arguments
+    self.shapes = pair_shapes(a["num_frames"], a["height"], a["width"], a["num_queries"])
+
+  def __len__(self) -> int:
+    return self.count
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    if not 0 <= index < self.count:
+      raise IndexError(f"PairSource index {index} out of range for {self.count} pairs in {self.folder}")
+    path = self.folder / pair_file(int(index))
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        example = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+      raise RecordError(path.name, f"pair file {path} is missing ({self.folder / PAIRS_FILE} lists "
+                        f"{self.count} pairs)") from None
+    except Exception as e:  # pylint: disable=broad-except  # zipfile / zlib / numpy raise many kinds
+      raise RecordError(path.name, f"cannot read pair file {path} ({type(e).__name__}: {e})") from None
+    self._check(example, path)
+    return example
+
+  def _check(self, example: dict[str, np.ndarray], path: Path) -> None:
+    missing = sorted(set(self.shapes) - set(example))
+    if missing:
+      raise RecordError(path.name, f"pair file {path} lacks {', '.join(missing)}")
+    for key, (shape, dtype) in self.shapes.items():
+      value = example[key]
+      ok_dtype = value.dtype.kind == "U" if dtype == "str" else value.dtype == np.dtype(dtype)
+      if value.shape != shape or not ok_dtype:
+        raise RecordError(path.name, f"pair file {path}: {key} is {value.dtype} {value.shape}, expected {dtype} "
+                          f"{shape} ({PAIRS_FILE} arguments)")
+
+
+_PER_QUERY = ("src_xy", "tgt_xy", "src_depth", "tgt_depth", "src_valid", "tgt_valid", "points_world", "query_frame")
+
+
+class SelectQueries(grain.transforms.RandomMap):
+  """Keeps `num_queries` of a pair's stored tracks, drawn without replacement and kept in stored order: half
+  (`num_queries // 2`) of those placed on the sequence's first frame, the rest of those on its middle frame, so the
+  paper's query split holds (module docstring). A module-level class so Grain workers can pickle it."""
+
+  def __init__(self, num_queries: int):
+    if int(num_queries) != num_queries or num_queries < 2:
+      raise DataError(f"num_queries must be an integer >= 2 (half on each query frame), got {num_queries}")
+    self.num_queries = int(num_queries)
+
+  def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    query_frame = element["query_frame"]
+    picks = []
+    for group, count in ((query_frame == 0, self.num_queries // 2),
+                         (query_frame != 0, self.num_queries - self.num_queries // 2)):
+      candidates = np.flatnonzero(group)
+      if candidates.size < count:
+        raise RecordError(str(element["clip_id"]), f"{candidates.size} stored tracks on a query frame, "
+                          f"{count} asked (num_queries {self.num_queries})")
+      picks.append(np.sort(rng.choice(candidates, size=count, replace=False)))
+    keep = np.concatenate(picks)
+    return {k: (v[keep] if k in _PER_QUERY else v) for k, v in element.items()}
+
+
+def make_pair_pipeline(source: Sequence[dict[str, np.ndarray]], *, batch_size: int, seed: int = 0,
+                       shuffle: bool = True, num_epochs: int | None = None, start_index: int = 0,
+                       process_index: int | None = None, process_count: int | None = None,
+                       num_queries: int | None = None, drop_remainder: bool = True) -> grain.IterDataset:
+  """The Track2View training pipeline over paired examples, with `pipeline.make_pipeline`'s conventions.
+
+  Args:
+    source: a `PairSource` (or any random-access sequence of `paired_example` dicts, e.g. `PairedSyntheticSource`).
+    batch_size: per-process batch size (the global batch is `batch_size * process_count`).
+    seed: shuffling (and query-subset) seed; shuffle: reshuffle the pairs every epoch (deterministic in `seed`).
+    num_epochs: None repeats forever.
+    start_index: skip the first `start_index` ELEMENTS of the global stream (before sharding by process), as
+      `make_pipeline`: `step * global_batch` resumes at global batch `step`, whatever the process count.
+    process_index, process_count: shard by process (default: `jax.process_index()` / `jax.process_count()`):
+      element `i` of the global stream goes to process `i % process_count`, so the processes' batches are disjoint
+      parts of the global batch of one process with batch `batch_size * process_count`.
+    num_queries: keep this many of each pair's stored tracks (`SelectQueries`: a fresh draw per element and epoch);
+      None keeps all.
+    drop_remainder: drop a last partial batch (with `num_epochs`).
+
+  Returns:
+    A Grain `IterDataset` of batches; `iter()` of it has `get_state()` / `set_state()` (what
+    `grain.checkpoint.CheckpointSave` / `CheckpointRestore` save and restore). A batch holds: `src_frames`,
+    `tgt_frames` uint8 `[B, T, H, W, 3]`; `src_K`, `tgt_K` float32 `[B, T, 3, 3]` pixels; `src_w2c`, `tgt_w2c`
+    float32 `[B, T, 4, 4]` (OpenCV, metres, relative to the source's first camera); `src_xy`, `tgt_xy` float32
+    `[B, N, T, 2]` pixels; `src_depth`, `tgt_depth` float32 `[B, N, T]` metres; `src_valid`, `tgt_valid` bool
+    `[B, N, T]`; `points_world` float32 `[B, N, T, 3]` metres; `query_frame` int32 `[B, N]`; `caption`, `clip_id`
+    str `[B]`; `fps` float32 `[B]`.
+
+  Raises:
+    DataError: a batch size, start index or process index out of range; more `num_queries` than stored.
+  """
+  process_index = jax.process_index() if process_index is None else int(process_index)
+  process_count = jax.process_count() if process_count is None else int(process_count)
+  if int(batch_size) != batch_size or batch_size < 1:
+    raise DataError(f"make_pair_pipeline: batch_size must be an integer >= 1, got {batch_size}")
+  if not 0 <= process_index < process_count:
+    raise DataError(f"make_pair_pipeline: process_index {process_index} out of range for {process_count} processes")
+  if int(start_index) != start_index or start_index < 0:
+    raise DataError(f"make_pair_pipeline: start_index must be an integer >= 0, got {start_index}")
+  stored = getattr(source, "arguments", {}).get("num_queries")
+  if num_queries is not None and stored is not None and num_queries > stored:
+    raise DataError(f"make_pair_pipeline: num_queries {num_queries} but the dataset stores {stored} tracks per pair")
+  ds = grain.MapDataset.source(source).seed(seed)
+  if shuffle:
+    ds = ds.shuffle()
+  ds = ds.repeat(num_epochs)
+  if num_queries is not None:
+    ds = ds.random_map(SelectQueries(num_queries))
+  # Shard by process last (MapDatasets are lazy: each process reads only its own elements).
+  ds = ds[int(start_index):][process_index::process_count]
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  return it_ds.batch(int(batch_size), drop_remainder=drop_remainder)

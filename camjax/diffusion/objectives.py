@@ -31,6 +31,7 @@ per-example values or masks whose shapes do not fit the latents.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, Protocol
 
@@ -397,7 +398,10 @@ def masked_mse(pred, target, mask=None):
   se = jnp.square(pred.astype(jnp.float32) - target.astype(jnp.float32))
   if mask is None:
     return jnp.mean(se)
-  mask = jnp.broadcast_to(_align_mask(mask, se, "masked_mse"), se.shape)
+  small = _align_mask(mask, se, "masked_mse")
+  mask = jnp.broadcast_to(small, se.shape)
   total = jnp.sum(jnp.where(mask != 0, mask * se, 0.0))
-  count = jnp.sum(mask)
+  # The count from the mask's own shape times the broadcast factor: a mask that is a constant (Track2View's fixed
+  # target half) would otherwise be summed at full size by XLA's constant folding at compile time (seconds).
+  count = jnp.sum(small) * float(math.prod(se.shape) // math.prod(small.shape))
   return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)

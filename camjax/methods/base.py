@@ -57,6 +57,20 @@ class Method:
     del config
     return (), ()
 
+  def prepare_data(self, config, workdir) -> dict[str, Any] | None:
+    """`{"main": dataset folder, ...}` when the method writes its own kind of dataset (Track2View's paired views),
+    else None: the generic `camjax.data.prepare.prepare_dataset` of `config.data` (plus `extra_datasets`)."""
+    del config, workdir
+    return None
+
+  def pipeline(self, config, datasets: dict, *, training: bool, batch_size: int, start_index: int, seed: int,
+               process_index: int | None = None, process_count: int | None = None):
+    """A Grain dataset of host batches over the method's own `prepare_data` datasets, or None for the generic
+    windowed clip pipeline (`camjax.data.pipeline.make_pipeline`). Training streams repeat; evaluation streams (one
+    epoch, unshuffled) hold held-out data."""
+    del config, datasets, training, batch_size, start_index, seed, process_index, process_count
+    return None
+
   def extra_datasets(self, config) -> dict[str, dict[str, Any]]:
     """`{name: config overrides}` of further datasets the method trains on (e.g. CameraCtrl II's unlabeled stream):
     each is prepared like the main one (`camjax.data.prepare.prepare_dataset` on the overridden config) and handed
@@ -356,7 +370,7 @@ def host_batch(batch: dict, tokenizer, method: Method, config) -> dict[str, np.n
   out = {}
   if "latents" in batch:
     out["latents"] = np.asarray(batch["latents"], np.float32)
-  else:
+  elif "frames" in batch:
     out["frames"] = batch["frames"]
   if tokenizer is None:
     out.update(text=np.asarray(batch["text_embeddings"], np.float32), text_mask=np.asarray(batch["text_mask"], bool))

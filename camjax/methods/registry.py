@@ -9,6 +9,7 @@ from camjax.errors import CamjaxError
 # name -> module defining METHOD (a camjax.methods.base.Method).
 REGISTRY = {
     "cameractrl2": "camjax.methods.cameractrl2",
+    "track2view": "camjax.methods.track2view",
 }
 
 

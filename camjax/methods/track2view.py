@@ -1,0 +1,265 @@
+"""Track2View (papers/003) as a camjax method: video-to-video re-rendering conditioned on paired 3D point tracks.
+
+* Tokens: the clean source latents and the noisy target latents concatenated along frames, `[B, 2t, h, w, C]`; the
+  flow-matching loss covers the target half only; the source half enters clean at every step of training and
+  sampling (`denoising_loss`'s clean mask; `clean_hook` in the sampler). The DiT's one timestep per sample is the
+  target's noise level, so the clean source tokens see the target's timestep (ReCamMaster's convention).
+* Positions: the target half REUSES the source half's RoPE positions (frame f of the target is frame f of the source:
+  the two videos are frame-synchronised), and one extra input channel, the clean mask, tells the halves apart
+  (zero-initialised when WAN weights are loaded).
+* Conditioning: `camjax.conditioning.tracks.TrackConditioner` turns the paired tracks (subsampled to the latent frame
+  rate, in token-grid pixels) into one token map per half; it samples the DiT's patch-embedded source tokens.
+* Trainable: with `model.lora_rank > 0` (paper scale), LoRA on q, k, v, o and the FFN of every block plus the whole
+  conditioner, every other parameter frozen and out of the optimiser state; with `lora_rank = 0` (the CPU default,
+  trained from scratch) everything trains.
+* Augmentations (sec. 3.2): up to `train.source_frame_drop` of the source latent frames zeroed (and their tracks
+  invalid in the source), a random `train.track_keep` fraction of the tracks kept.
+* Sampling: text classifier-free guidance (`sample.w_text`) with the objective's sampler; `tracks="zero"` zeroes the
+  tracks (the control without conditioning).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from camjax.conditioning import tracks as tr
+from camjax.diffusion import clean_hook, guided_denoiser
+from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.models import lora
+from camjax.models.text import drop_text, null_text
+from camjax.models.wan import grid_positions
+
+log = logging.getLogger("camjax.methods.track2view")
+
+PAIR_KEYS = ("src_frames", "tgt_frames", "src_K", "src_w2c", "tgt_K", "tgt_w2c", "src_xy", "tgt_xy", "src_depth",
+             "tgt_depth", "src_valid", "tgt_valid")
+
+
+def encode_pair(static, batch):
+  """`(source latents, target latents)`, each `[B, t, h, w, C]`, of a batch's uint8 videos."""
+  ae = static.autoencoder
+  enc = lambda v: ae.encode(v.astype(jnp.float32) / 127.5 - 1.0)
+  return enc(batch["src_frames"]), enc(batch["tgt_frames"])
+
+
+def latent_tracks(static, batch, token_grid):
+  """The batch's tracks at the latent frame rate, in token-grid pixels: `(p_src, p_tgt, d_src, d_tgt, v_src, v_tgt)`
+  with `p [B, N, t, 2]`, `d, v [B, N, t]`."""
+  ae = static.autoencoder
+  keys = ("src_xy", "tgt_xy", "src_depth", "tgt_depth", "src_valid", "tgt_valid")
+  sub = tr.subsample_tracks({k: batch[k] for k in keys}, ae.temporal_factor, axis=2)
+  video_size = batch["src_frames"].shape[2:4]
+  to_grid = lambda p: tr.video_to_token_coords(p, video_size, token_grid)
+  return (to_grid(sub["src_xy"]), to_grid(sub["tgt_xy"]), sub["src_depth"], sub["tgt_depth"],
+          sub["src_valid"].astype(bool), sub["tgt_valid"].astype(bool))
+
+
+class Track2View(Method):
+  """Track2View on the shared stack (module docstring)."""
+
+  name = "track2view"
+
+  def batch_keys(self, config):
+    del config
+    return PAIR_KEYS, ()
+
+  def prepare_data(self, config, workdir):
+    """The paired views of `data.num_scenes` procedural scenes, rendered once into `<workdir>/data/pairs_...`."""
+    from camjax.data.pairs import prepare_pairs  # pylint: disable=import-outside-toplevel
+    return {"main": prepare_pairs(config, workdir)}
+
+  def pipeline(self, config, datasets, *, training, batch_size, start_index, seed, process_index=None,
+               process_count=None):
+    """Training: batches of the written pairs. Evaluation: `data.eval_scenes` held-out pairs (scene seeds from
+    3,000,000 + seed, never trained on) rendered on the fly, one epoch."""
+    from camjax.data import pairs  # pylint: disable=import-outside-toplevel
+    d = config.data
+    if training:
+      return pairs.make_pair_pipeline(pairs.PairSource(datasets["main"]), batch_size=batch_size, seed=seed,
+                                      start_index=start_index, process_index=process_index,
+                                      process_count=process_count)
+    held_out = pairs.PairedSyntheticSource(max(int(d.eval_scenes), batch_size), seed=3_000_000 + int(config.seed),
+                                           num_frames=int(d.num_frames), height=int(d.render_size),
+                                           width=int(d.render_size), num_queries=int(d.num_queries))
+    return pairs.make_pair_pipeline(held_out, batch_size=batch_size, seed=seed, shuffle=False, num_epochs=1,
+                                    process_index=0, process_count=1)
+
+  def dit_options(self, config):
+    m = config.model
+    out = {"extra_in_channels": 1}
+    if m.lora_rank:
+      out.update(lora_rank=int(m.lora_rank), lora_alpha=float(m.lora_alpha))
+    return out
+
+  def conditioners(self, config, dit_config, rngs):
+    t = config.tracks
+    cfg = tr.TrackConditionerConfig(dim=dit_config.dim, num_fourier=int(t.num_fourier),
+                                    mlp_hidden=int(t.mlp_hidden or dit_config.dim), num_layers=int(t.num_layers),
+                                    num_heads=dit_config.num_heads, dtype=dit_config.dtype,
+                                    param_dtype=dit_config.param_dtype, attention=dit_config.attention)
+    return {"tracks": tr.TrackConditioner(cfg, rngs=rngs)}
+
+  def trainable(self, config):
+    if config.model.lora_rank:
+      return nnx.Any(lora.trainable, nnx.All(nnx.Param, nnx.PathContains("tracks")))
+    return nnx.Param
+
+  def validate(self, config):
+    bad = []
+    if config.data.source != "pairs":
+      bad.append(f"data.source={config.data.source!r} (Track2View trains on paired views: 'pairs')")
+    lo, hi = config.train.track_keep
+    if not 0 < lo <= hi <= 1:
+      bad.append(f"train.track_keep={tuple(config.train.track_keep)!r} (0 < low <= high <= 1)")
+    if (config.data.height, config.data.width) != (config.data.render_size,) * 2:
+      bad.append(f"data.height/width={config.data.height}x{config.data.width} (pairs are used at their render size "
+                 f"{config.data.render_size})")
+    if not 0 <= config.train.source_frame_drop < 1:
+      bad.append(f"train.source_frame_drop={config.train.source_frame_drop!r} (in [0, 1))")
+    return bad
+
+  # ------------------------------------------------------------------------------------------------ the DiT inputs
+  @staticmethod
+  def inputs(model, static, batch, rng=None, zero_tracks: bool = False):
+    """Latents `[B, 2t, h, w, C]`, clean mask `[B, 2t, h, w, 1]` and the DiT inputs (`extra_in`, `token_map`,
+    `positions`) of a batch; `rng` draws the training augmentations."""
+    c = static.config
+    src, tgt = encode_pair(static, batch)
+    b, t, h, w, _ = src.shape
+    pt, ph, pw = model.dit.config.patch_size
+    grid = (t // pt, h // ph, w // pw)
+    p_src, p_tgt, d_src, d_tgt, v_src, v_tgt = latent_tracks(static, batch, grid[1:])
+    if rng is not None:
+      k_frames, k_tracks = jax.random.split(rng)
+      keep = tr.drop_source_frames(k_frames, t, c.train.source_frame_drop, batch=b)  # [B, t] True = keep
+      src = src * keep[:, :, None, None, None].astype(src.dtype)
+      v_src = v_src & keep[:, None, :]
+      kept = tr.augment_tracks(k_tracks, jnp.stack([v_src, v_tgt], -1), *c.train.track_keep)
+      v_src, v_tgt = kept[..., 0], kept[..., 1]
+    if zero_tracks:
+      v_src, v_tgt = jnp.zeros_like(v_src), jnp.zeros_like(v_tgt)
+    dtype = jnp.dtype(model.dit.config.dtype)
+    flagged = jnp.concatenate([src, jnp.ones((b, t, h, w, 1), src.dtype)], axis=-1)  # + the clean-mask channel
+    tokens = model.dit.patch_embedding(flagged.astype(dtype))  # the source half's tokens, as the DiT embeds them
+    z_src = tokens.reshape(b, *grid, -1)
+    maps = model.tracks(z_src, p_src, p_tgt, d_src, d_tgt, v_src, v_tgt)
+    latents = jnp.concatenate([src, tgt], axis=1)
+    clean = jnp.concatenate([jnp.ones((b, t, h, w, 1)), jnp.zeros((b, t, h, w, 1))], axis=1)
+    positions = jnp.concatenate([grid_positions(grid)] * 2, axis=0)  # the target half reuses the source's
+    return latents, clean, dict(extra_in=clean, token_map=maps.concatenated(), positions=positions)
+
+  def loss(self, model, static, batch, rng):
+    c = static.config
+    k_aug, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
+    latents, clean, dit_inputs = self.inputs(model, static, batch, k_aug)
+    noise = jax.random.normal(k_noise, latents.shape, latents.dtype)
+    sigma = static.objective.sample_level(k_sigma, latents.shape[0])
+    text = text_states(model, batch)
+    text, text_mask = drop_text(k_text, text, batch["text_mask"], c.train.text_dropout)
+    return denoising_loss(model.dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=clean,
+                          **dit_inputs)
+
+  def sample(self, model, static, batch, rng, zero_tracks: bool = False):
+    """The target view `[B, T, H, W, 3]` in [-1, 1] (or target latents), text CFG (`sample.w_text`)."""
+    s = static.config.sample
+    latents, clean, dit_inputs = self.inputs(model, static, batch, zero_tracks=zero_tracks)
+    positions = dit_inputs.pop("positions")
+    text = text_states(model, batch)
+    blank, blank_mask = null_text(text.shape)
+
+    def model_fn(latents, timesteps, text, text_mask, extra_in, token_map):
+      return model.dit(latents, timesteps, text, text_mask, extra_in=extra_in, token_map=token_map,
+                       positions=positions)
+
+    sets = [dict(text=blank, text_mask=blank_mask), dict(text=text, text_mask=batch["text_mask"].astype(bool))]
+    denoise = guided_denoiser(model_fn, static.objective, sets, [s.w_text], **dit_inputs)
+    noise = jax.random.normal(rng, latents.shape, latents.dtype)
+    opts = dict(shift=s.shift) if static.objective.kind == "flow" else dict(eta=float(s.get("eta", 0.0)))
+    out = static.objective.sample(denoise, noise, steps=s.steps, hooks=[clean_hook(latents, clean, static.objective)],
+                                  rng=rng, **opts)
+    return clip_video(static, out[:, latents.shape[1] // 2:])
+
+  def evaluate_at_end(self, weights, config, mesh, workdir, model):
+    """The target view of `eval.pairs` held-out procedural pairs (scene seeds from 3,000,000 + seed, never trained
+    on) with the tracks and with the tracks zeroed (the control), next to "copy the source video", "repeat the first
+    frame" and "mean colour", PSNR / SSIM against the true target view on frames 1..T-1 (frame 0 is shared by the
+    views) -> `workdir/eval_pairs/` (report.md, metrics.json, strip_<i>.png)."""
+    n = int(config.eval.get("pairs", 0))
+    if not n or jax.process_count() > 1:
+      return
+    result = evaluate_pairs(self, weights, config, mesh, model, n, workdir / "eval_pairs")
+    log.info("Track2View held-out pairs (%s): %s", workdir / "eval_pairs", result["aggregate"])
+
+
+MODES = ("tracks", "zero_tracks")
+COLUMNS = ("tracks", "zero_tracks", "copy_source", "repeat_first_frame", "mean_colour")
+
+
+def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: int, out_dir) -> dict:
+  """Scores the model on `num_pairs` held-out pairs and writes the report (see `Track2View.evaluate_at_end`)."""
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  import json  # pylint: disable=import-outside-toplevel
+  from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from camjax.data.pairs import paired_example  # pylint: disable=import-outside-toplevel
+  from camjax.eval.quality import baseline_scores  # pylint: disable=import-outside-toplevel
+  from camjax.eval.report import jsonable, strip, write_png  # pylint: disable=import-outside-toplevel
+  from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+  from camjax.methods.base import generate, host_batch, merge  # pylint: disable=import-outside-toplevel
+
+  d = config.data
+  static = dataclasses.replace(model.static, config=config)
+  fns = {mode: jax.jit(lambda w, batch, rng, z=(mode == "zero_tracks"): method.sample(merge(static, w), static, batch,
+                                                                                       rng, zero_tracks=z))
+         for mode in MODES}
+  out_dir = Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  rows = []
+  for i in range(num_pairs):
+    ex = paired_example(3_000_000 + int(config.seed) + i, num_frames=int(d.num_frames), height=int(d.render_size),
+                        width=int(d.render_size), num_queries=int(d.num_queries))
+    host = {k: np.asarray(ex[k])[None] for k in PAIR_KEYS}
+    host["caption"] = np.array([str(ex["caption"])])
+    batch = host_batch(host, model.tokenizer, method, config)
+    videos = {}
+    for mode, fn in fns.items():
+      video = generate(weights, fn, batch, mesh, jax.random.key(int(config.seed) + i))[0]
+      videos[mode] = np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
+    scores = baseline_scores(gt, videos["tracks"], source=src)
+    row = {"pair": i, "caption": str(ex["caption"]), "tracks": scores.pop("model"),
+           "zero_tracks": baseline_scores(gt, videos["zero_tracks"])["model"], **scores}
+    rows.append(row)
+    write_png(out_dir / f"strip_{i}.png", strip([gt, src, videos["tracks"], videos["zero_tracks"]]))
+  agg = {c: {k: float(np.mean([r[c][k] for r in rows])) for k in ("psnr", "ssim")} for c in COLUMNS}
+  beats = {b: {k: bool(agg["tracks"][k] > agg[b][k]) for k in ("psnr", "ssim")}
+           for b in ("zero_tracks", "copy_source", "repeat_first_frame", "mean_colour")}
+  result = {"num_pairs": num_pairs, "aggregate": agg, "model_beats": beats, "per_pair": rows}
+  with atomic_write(out_dir / "metrics.json") as f:
+    json.dump(jsonable(result), f, indent=2)
+  names = {"tracks": "Track2View", "zero_tracks": "tracks zeroed (control)", "copy_source": "copy the source",
+           "repeat_first_frame": "repeat first frame", "mean_colour": "mean colour"}
+  lines = ["# Track2View on held-out procedural pairs", "",
+           f"{num_pairs} pairs (scene seeds 3,000,000 + {config.seed} ...), target view against the true target "
+           "view on frames 1..T-1 (frame 0 is shared). Strips: true target / source / Track2View / tracks zeroed.", "",
+           "| metric | " + " | ".join(names[c] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+  for k in ("psnr", "ssim"):
+    lines.append(f"| {k.upper()} | " + " | ".join(f"{agg[c][k]:.4g}" for c in COLUMNS) + " |")
+  lines += ["", "| Track2View beats | PSNR | SSIM |", "|---|---|---|"]
+  yes = lambda v: "yes" if v else "no"
+  lines += [f"| {names[b]} | {yes(v['psnr'])} | {yes(v['ssim'])} |" for b, v in beats.items()]
+  lines += ["", "| pair | " + " | ".join(f"PSNR {names[c]}" for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+  lines += [f"| {r['pair']} | " + " | ".join(f"{r[c]['psnr']:.2f}" for c in COLUMNS) + " |" for r in rows]
+  lines += ["", *[f"![pair {r['pair']}](strip_{r['pair']}.png)" for r in rows], ""]
+  with atomic_write(out_dir / "report.md") as f:
+    f.write("\n".join(lines))
+  return result
+
+
+METHOD = Track2View()
