@@ -11,7 +11,11 @@ over a value the user set in `XLA_FLAGS`, and not at all with `CAMJAX_XLA_DEFAUL
 
 from __future__ import annotations
 
+import functools
 import os
+
+import jax
+import numpy as np
 
 # flag -> (value, jaxlib version prefixes known to have it)
 CPU_DEFAULTS = {"xla_cpu_experimental_ynn_fusion_type": ("", ("0.10.",))}
@@ -39,3 +43,26 @@ def apply_defaults(environ=os.environ) -> list[str]:
   if added:
     environ["XLA_FLAGS"] = " ".join([current, *added]).strip()
   return added
+
+
+@functools.cache
+def fast_compile_options() -> dict:
+  """XLA options that make small, compile-bound programs (tests, quick scripts) compile several times faster on CPU:
+  no LLVM optimisation, XLA's classic fusion emitter (code generation only). Those this jaxlib knows (an unknown
+  option is an error), probed on first use (not at import: no backend starts during collection)."""
+  options = {}
+  for name, value in (("xla_backend_optimization_level", 0), ("xla_cpu_use_fusion_emitters", False)):
+    try:
+      jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(compiler_options={name: value})
+      options[name] = value
+    except Exception:  # pylint: disable=broad-except
+      pass
+  return options
+
+
+def fast_jit(fun=None, **kw):
+  """`jax.jit` compiling with `fast_compile_options()`."""
+  if fun is None:
+    return functools.partial(fast_jit, **kw)
+  jitted = functools.cache(lambda: jax.jit(fun, compiler_options=fast_compile_options(), **kw))
+  return functools.wraps(fun)(lambda *args, **kwargs: jitted()(*args, **kwargs))

@@ -4,6 +4,10 @@ The DiT has every camjax extension (an extra input channel, a cross stream, extr
 generic input, so their parameters and activations are sharded too. The loss is flow matching written out here
 (`x_t = (1 - sigma) x_0 + sigma eps`, target `eps - x_0`, timesteps `1000 sigma`) to test the model alone.
 
+Every model, the single-device reference included, is initialised under one jit (`WanDiT.create` with a mesh; eager
+initialisation compiles every op separately). The run is compile-bound: test_sharding.py passes fast-compile XLA flags
+in `XLA_FLAGS`, which this script keeps.
+
 Prints one JSON line: {mesh_name: {"losses": [...], "specs": {param path: spec}}}.
 """
 
@@ -15,6 +19,7 @@ os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_p
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
@@ -30,23 +35,30 @@ MESHES = {
 
 
 def batch():
-  k = jax.random.split(jax.random.key(0), 9)
+  """The batch (NumPy: eager jax.random ops would each compile)."""
+  rng = np.random.default_rng(0)
+  normal = lambda *shape: rng.standard_normal(shape).astype(np.float32)
   b, t, h, w = 4, 4, 8, 8
   n, d = t * (h // 2) * (w // 2), 64
-  return dict(latents=jax.random.normal(k[0], (b, t, h, w, 4)), text=jax.random.normal(k[1], (b, 8, 16)),
-              extra_in=jax.random.normal(k[2], (b, t, h, w, 1)), noise=jax.random.normal(k[3], (b, t, h, w, 4)),
-              sigma=jax.random.uniform(k[4], (b,)), token_map=0.1 * jax.random.normal(k[5], (b, n, d)),
-              cam=jax.random.normal(k[6], (b, 6, 8)), extra_kv=jax.random.normal(k[7], (b, 2, 12, d)))
+  return dict(latents=normal(b, t, h, w, 4), text=normal(b, 8, 16), extra_in=normal(b, t, h, w, 1),
+              noise=normal(b, t, h, w, 4), sigma=rng.uniform(size=(b,)).astype(np.float32),
+              token_map=0.1 * normal(b, n, d), cam=normal(b, 6, 8), extra_kv=normal(b, 2, 12, d))
 
 
 def run(name, mesh_shape, remat):
   config = preset("toy", in_channels=4, out_channels=4, text_dim=16, remat=remat, extra_in_channels=1,
                   cross_streams=(("cam", 8),), extra_kv=True, lora_rank=2)
   mesh = None if mesh_shape is None else sharding.make_mesh(mesh_shape)
-  model = WanDiT.create(config, seed=0, mesh=mesh)
+  if mesh is None:  # the reference: the values `WanDiT.create(config, seed=0)` gives, initialised under one jit
+    make = lambda: WanDiT(config, rngs=nnx.Rngs(0))
+    graphdef, _ = sharding.abstract_module(make)
+    model = nnx.merge(graphdef, jax.jit(lambda: nnx.state(make()))())
+  else:
+    model = WanDiT.create(config, seed=0, mesh=mesh)
   graphdef, params = nnx.split(model)
-  # Move the zero-initialised parameters (gates, LoRA B, output projection) so every parameter gets a gradient.
-  params = jax.tree.map(lambda x: x + 0.01, params)
+  # Move the zero-initialised parameters (gates, LoRA B, output projection) so every parameter gets a gradient (in
+  # NumPy: an eager add compiles once per parameter shape and sharding).
+  params = jax.tree.map(lambda x: np.asarray(x) + np.float32(0.01), params)
   tx = optax.adamw(1e-3)
   data = batch()
 
@@ -65,7 +77,9 @@ def run(name, mesh_shape, remat):
     return optax.apply_updates(params, updates), opt_state, loss
 
   with sharding.use_mesh(mesh):
-    if mesh is not None:
+    if mesh is None:
+      params, data = jax.device_put((params, data))
+    else:
       param_sh = sharding.param_shardings(params, mesh)
       params = jax.device_put(params, param_sh)
       data_sh = {k: NamedSharding(mesh, sharding.logical_to_spec(

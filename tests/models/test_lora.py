@@ -1,4 +1,8 @@
-"""LoRA on the WAN DiT: zero-initialised, trains alone under an optimizer over the LoRA parameters only, merges."""
+"""LoRA on the WAN DiT: zero-initialised, trains alone under an optimizer over the LoRA parameters only, merges.
+
+Compile-bound on CPU: models are initialised under one jit, data comes from NumPy, and test programs compile with
+fast-compile XLA options (`jit`).
+"""
 
 import functools
 
@@ -10,19 +14,41 @@ import pytest
 from flax import nnx
 
 from camjax.models import LORA_TARGETS, ModelError, WanDiT, lora, preset
+from camjax.xla_flags import fast_jit
+
+
+jit = fast_jit  # small, compile-bound test programs: camjax.xla_flags.fast_compile_options
+
+
+def _config(**kw):
+  return preset("toy", in_channels=4, out_channels=4, text_dim=16, **kw)
+
+
+def _abstract(config):
+  """`WanDiT(config)` traced abstractly: its structure, no parameter computed."""
+  return nnx.eval_shape(lambda: WanDiT(config, rngs=nnx.Rngs(0)))
+
+
+@functools.cache
+def _init_state(config):
+  """`nnx.state(WanDiT(config, rngs=nnx.Rngs(0)))`, initialised under one jit (eager initialisation compiles every op
+  separately); cached (arrays are immutable)."""
+  return jit(lambda: nnx.state(WanDiT(config, rngs=nnx.Rngs(0))))()
 
 
 def _toy(**kw):
-  cfg = preset("toy", in_channels=4, out_channels=4, text_dim=16, **kw)
-  model = WanDiT(cfg, rngs=nnx.Rngs(0))
-  model.proj_out.kernel[...] = 0.05 * jax.random.normal(jax.random.key(9), model.proj_out.kernel.shape)
+  """A new seeded toy DiT (its own Variables) with a random output projection."""
+  config = _config(**kw)
+  model = nnx.merge(nnx.split(_abstract(config))[0], jax.tree.map(lambda x: x, _init_state(config)))
+  rng = np.random.default_rng(9)
+  model.proj_out.kernel[...] = jnp.asarray(0.05 * rng.standard_normal(model.proj_out.kernel.shape), jnp.float32)
   return model
 
 
 def _batch():
-  k = jax.random.split(jax.random.key(0), 4)
-  return (jax.random.normal(k[0], (2, 3, 4, 6, 4)), jax.random.uniform(k[1], (2,)) * 1000,
-          jax.random.normal(k[2], (2, 5, 16)), jax.random.normal(k[3], (2, 3, 4, 6, 4)))
+  rng = np.random.default_rng(0)
+  return (rng.standard_normal((2, 3, 4, 6, 4)).astype(np.float32), (rng.uniform(size=(2,)) * 1000).astype(np.float32),
+          rng.standard_normal((2, 5, 16)).astype(np.float32), rng.standard_normal((2, 3, 4, 6, 4)).astype(np.float32))
 
 
 def _forward(model, latents, timesteps, text):
@@ -30,7 +56,7 @@ def _forward(model, latents, timesteps, text):
   return _apply(graphdef, state, latents, timesteps, text)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jit, static_argnums=0)
 def _apply(graphdef, state, latents, timesteps, text):
   return nnx.merge(graphdef, state)(latents, timesteps, text)
 
@@ -43,11 +69,11 @@ def test_lora_params_sit_on_every_target_and_start_at_the_base_model():
   expected = 2 * sum(2 * (i + o) for i, o in [(64, 64)] * 8 + [(64, 256), (256, 64)])
   assert lora.num_params(model) == expected
   a = model.blocks.ffn.proj_in.lora.a
-  assert isinstance(a, lora.LoraParam) and a.shape == (2, 64, 2) and float(jnp.abs(a[...]).min()) > 0
+  assert isinstance(a, lora.LoraParam) and a.shape == (2, 64, 2) and float(np.abs(np.asarray(a[...])).min()) > 0
   np.testing.assert_array_equal(model.blocks.ffn.proj_in.lora.b[...], 0)
   latents, timesteps, text, _ = _batch()
   np.testing.assert_array_equal(_forward(model, latents, timesteps, text), _forward(base, latents, timesteps, text))
-  only = _toy(lora_rank=3, lora_targets=("attn1.to_q", "ffn.proj_out"))
+  only = _abstract(_config(lora_rank=3, lora_targets=("attn1.to_q", "ffn.proj_out")))
   assert sorted(".".join(map(str, p)) for p, _ in lora.adapted_layers(only)) == ["blocks.attn1.to_q",
                                                                                 "blocks.ffn.proj_out"]
   with pytest.raises(ModelError, match="lora_targets"):
@@ -55,7 +81,7 @@ def test_lora_params_sit_on_every_target_and_start_at_the_base_model():
 
 
 def test_lora_trains_alone_and_merges():
-  model = _toy(lora_rank=2)
+  model = _toy(lora_rank=2, lora_alpha=4.0)  # scale alpha / rank = 2: merge must apply it
   graphdef, lora_params, base_params = nnx.split(model, lora.trainable, ...)
   base_before = jax.tree.map(np.asarray, base_params)
   lora_before = jax.tree.map(np.asarray, lora_params)
@@ -67,7 +93,7 @@ def test_lora_trains_alone_and_merges():
     out = nnx.merge(graphdef, lora_params, base_params)(latents, timesteps, text)
     return jnp.mean((out - target) ** 2)
 
-  @jax.jit
+  @jit
   def step(lora_params, base_params, opt_state):
     loss, grads = jax.value_and_grad(loss_fn)(lora_params, base_params)
     updates, opt_state = tx.update(grads, opt_state, lora_params)
@@ -90,7 +116,7 @@ def test_lora_trains_alone_and_merges():
   # (c) every B factor moved off zero.
   trained = nnx.merge(graphdef, lora_params, base_params)
   for path, layer in lora.adapted_layers(trained):
-    assert float(jnp.abs(layer.lora.b[...]).max(axis=(1, 2)).min()) > 0, path
+    assert float(np.abs(np.asarray(layer.lora.b[...])).max(axis=(1, 2)).min()) > 0, path
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(lora_before), jax.tree.leaves(lora_params)))
 
   # (d) merged kernels compute what the adapters computed; the input model is untouched.
@@ -99,7 +125,8 @@ def test_lora_trains_alone_and_merges():
                              atol=1e-5, rtol=0)
   for _, layer in lora.adapted_layers(merged):
     np.testing.assert_array_equal(layer.lora.b[...], 0)
-  assert float(jnp.abs(trained.blocks.attn1.to_q.lora.b[...]).max()) > 0
-  kernel = merged.blocks.attn1.to_q
-  np.testing.assert_allclose(kernel.kernel[...], trained.blocks.attn1.to_q.kernel[...] + kernel.lora.scale * jnp.matmul(
-      trained.blocks.attn1.to_q.lora.a[...], trained.blocks.attn1.to_q.lora.b[...]), atol=1e-6)
+  assert float(np.abs(np.asarray(trained.blocks.attn1.to_q.lora.b[...])).max()) > 0
+  kernel, adapted = merged.blocks.attn1.to_q, trained.blocks.attn1.to_q
+  assert kernel.lora.scale == 2.0
+  np.testing.assert_allclose(kernel.kernel[...], np.asarray(adapted.kernel[...]) + kernel.lora.scale * np.matmul(
+      np.asarray(adapted.lora.a[...]), np.asarray(adapted.lora.b[...])), atol=1e-6)
