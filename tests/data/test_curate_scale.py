@@ -78,7 +78,3 @@ def test_depth_sources(tmp_path):
   assert scale.DepthFolder(tmp_path)("other", np.array([0]), frames) is None
   with pytest.raises(CurationError, match="depth maps"):
     scale.DepthFolder(tmp_path)("vid", np.array([9]), frames)
-  with pytest.raises(CurationError, match="no metric-depth model loader"):
-    scale.DepthModel(None)
-  with pytest.raises(CurationError, match="not found"):
-    scale.DepthModel(str(tmp_path / "missing.safetensors"))

@@ -19,7 +19,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "same inputs and options)")
   depth = p.add_mutually_exclusive_group()
   depth.add_argument("--depth", help="RGB-D depth maps: <DIR>/<video>.npy [T,H,W] metres or <DIR>/<video>/ frames")
-  depth.add_argument("--depth_model", help="weights of a metric-depth model (interface only in this version)")
+  depth.add_argument("--depth_model", help="local Depth Anything V2 metric checkpoint folder (transformers format; "
+                     "needs torch + transformers: the `parity` extra)")
+  p.add_argument("--depth_device", default="cpu", help="torch device of --depth_model")
   p.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG depth units per metre (TUM: 5000)")
   p.add_argument("--only", nargs="*", help="curate only these videos (file or folder names, stems or ids; a name "
                  "matching no video is an error)")
@@ -56,7 +58,9 @@ def main(argv=None) -> int:
     if args.depth:
       depth = scale.DepthFolder(args.depth, scale=args.depth_scale)
     elif args.depth_model:
-      depth = scale.DepthModel(args.depth_model)
+      from camjax.data.curate.metric import MetricDepthSource  # pylint: disable=import-outside-toplevel
+      from camjax.depth import DepthAnythingMetric  # pylint: disable=import-outside-toplevel
+      depth = MetricDepthSource(DepthAnythingMetric(args.depth_model, device=args.depth_device))
     report = pipeline.run(args.videos, args.out, options_from_args(args), depth=depth, videos=args.only,
                           progress=not args.no_progress)
   except CamjaxError as e:

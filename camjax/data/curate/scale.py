@@ -14,7 +14,7 @@ pixels with enough parallax only): the same scale as COLMAP's points, denser. `p
 a keyframe for when SfM points are available.
 
 Metric depth comes from a `DepthSource`: RGB-D depth maps (`DepthFolder`, `ArrayDepth`) or a depth model
-(`DepthModel`: the interface only; no weights can be downloaded here, so loading raises a clear error).
+(`camjax.data.curate.metric.MetricDepthSource` over `camjax.depth.DepthAnythingMetric`, a local checkpoint folder).
 """
 
 from __future__ import annotations
@@ -288,27 +288,6 @@ class DepthFolder:
     if np.max(frame_indices) >= len(files):
       raise CurationError(f"{len(files)} depth maps, clip needs frame {int(np.max(frame_indices))}", source=folder)
     return resize_depth(np.stack([self._load_frame(files[i]) for i in frame_indices]), *frames.shape[1:3])
-
-
-@dataclasses.dataclass
-class DepthModel:
-  """A monocular metric-depth model (the paper's choice; e.g. Depth Anything / Metric3D in JAX) as a `DepthSource`.
-
-  Only the interface exists in this build: no weights can be downloaded here, so constructing it raises a
-  `CurationError` that says so. A loader plugs in by implementing `__call__` with the `DepthSource` signature.
-  """
-
-  weights: str | None = None
-
-  def __post_init__(self):
-    where = f"weights {self.weights!r}" if self.weights else "no weights given"
-    if self.weights and not Path(self.weights).exists():
-      raise CurationError(f"depth-model weights not found: {self.weights}")
-    raise CurationError(f"no metric-depth model loader is available in camjax yet ({where}); pass RGB-D depth maps "
-                        "with --depth DIR, or run without depth (translations then keep the SfM scale)")
-
-  def __call__(self, video_id, frame_indices, frames):  # pragma: no cover - unreachable until a loader exists
-    raise NotImplementedError
 
 
 # ------------------------------------------------------------------------------------------- clip scale
