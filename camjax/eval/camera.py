@@ -29,16 +29,22 @@ from camjax.geometry import metrics
 from camjax.geometry.cameras import Cameras
 from camjax.geometry.errors import CameraError
 from camjax.eval.errors import EvalError
+from camjax.eval.motionflow import motionflow_errors
 
+# The protocols every report computes by default; `ALL_PROTOCOLS` adds MotionFlow's (appendix A: summed, translations
+# not normalised), whose translation error is only meaningful between two estimates of one SfM (real vs generated
+# video, `camjax.eval.motionflow.compare_estimates`), not against the conditioning cameras' scale: ask for it by name.
 PROTOCOLS = ("cami2v", "cameractrl2", "track2view")
+ALL_PROTOCOLS = PROTOCOLS + ("motionflow",)
 METRIC_KEYS = {"cami2v": ("rot_err", "trans_err", "cammc"), "cameractrl2": ("rot_err", "trans_err"),
-               "track2view": ("rot_err", "trans_err")}
+               "track2view": ("rot_err", "trans_err"), "motionflow": ("rot_err", "trans_err")}
 UNITS = {("cami2v", "rot_err"): "rad, summed", ("cami2v", "trans_err"): "summed", ("cami2v", "cammc"): "summed",
          ("cameractrl2", "rot_err"): "deg, mean", ("cameractrl2", "trans_err"): "GT units, mean",
-         ("track2view", "rot_err"): "deg, mean", ("track2view", "trans_err"): "GT units, mean"}
-OUTLIER_KEYS = (("cameractrl2", "rot_err"), ("track2view", "rot_err"), ("cami2v", "rot_err"))
+         ("track2view", "rot_err"): "deg, mean", ("track2view", "trans_err"): "GT units, mean",
+         ("motionflow", "rot_err"): "rad, summed", ("motionflow", "trans_err"): "summed, not normalised"}
+OUTLIER_KEYS = (("cameractrl2", "rot_err"), ("track2view", "rot_err"), ("cami2v", "rot_err"), ("motionflow", "rot_err"))
 _PROTOCOL_FNS = {"cami2v": metrics.cami2v_errors, "cameractrl2": metrics.cameractrl2_errors,
-                 "track2view": metrics.track2view_errors}
+                 "track2view": metrics.track2view_errors, "motionflow": motionflow_errors}
 
 
 @dataclasses.dataclass
@@ -138,7 +144,7 @@ def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequen
   """
   unknown = [p for p in protocols if p not in _PROTOCOL_FNS]
   if unknown:
-    raise EvalError(f"unknown protocols {unknown}: choose from {PROTOCOLS}")
+    raise EvalError(f"unknown protocols {unknown}: choose from {ALL_PROTOCOLS}")
   cameras = cameras.numpy()
   T = cameras.num_frames
   per_trial = []
@@ -217,7 +223,7 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
   frames, cameras = check_inputs(frames, cameras)
   unknown = [p for p in protocols if p not in _PROTOCOL_FNS]
   if unknown:
-    raise EvalError(f"unknown protocols {unknown}: choose from {PROTOCOLS}")
+    raise EvalError(f"unknown protocols {unknown}: choose from {ALL_PROTOCOLS}")
   runs = estimate_trials(frames, cameras.K[0], trials=trials, mapper=mapper, seed=seed, num_threads=num_threads,
                          overlap=overlap, max_error=max_error)
   return score_trials(runs, cameras, protocols=protocols, min_registered=min_registered, outlier_k=outlier_k)
@@ -226,7 +232,7 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
 def summary(result: dict) -> dict[str, float]:
   """Flat `{"cameractrl2/rot_err": mean, ...}` of a `camera_accuracy` result (for tables and metrics.json)."""
   flat = {"success_ratio": result["success_ratio"], "registered_ratio": result["registered_ratio"]}
-  for p in PROTOCOLS:
+  for p in ALL_PROTOCOLS:
     if p in result:
       for m, v in result[p].items():
         flat[f"{p}/{m}"] = v

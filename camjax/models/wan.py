@@ -427,13 +427,16 @@ class CrossStream(nnx.Module):
                           param_dtype=param_dtype)
     self.gate = param(rngs, nnx.initializers.zeros_init(), (dim,), ("embed",), param_dtype)
 
-  def __call__(self, x, context, mask, scale):
-    """x `[B, N, D]`; context `[B, Lc, D]`; mask `[B, Lc]` bool or None; scale: a scalar or `[B]`."""
+  def increment(self, x, context, mask, scale):
+    """The float32 `gate * scale * Attn(LN(x), context)` this stream adds to the tokens `x [B, N, D]`."""
     h = layer_norm(x.astype(jnp.float32), self.eps).astype(x.dtype)
     y = self.attn(h, context, mask).astype(jnp.float32) * self.gate[...].astype(jnp.float32)
     scale = jnp.asarray(scale, jnp.float32)
-    y = y * (scale.reshape(-1, 1, 1) if scale.ndim else scale)
-    return (x.astype(jnp.float32) + y).astype(x.dtype)
+    return y * (scale.reshape(-1, 1, 1) if scale.ndim else scale)
+
+  def __call__(self, x, context, mask, scale):
+    """x `[B, N, D]`; context `[B, Lc, D]`; mask `[B, Lc]` bool or None; scale: a scalar or `[B]`."""
+    return (x.astype(jnp.float32) + self.increment(x, context, mask, scale)).astype(x.dtype)
 
 
 class WanBlock(nnx.Module):
@@ -493,10 +496,14 @@ class WanBlock(nnx.Module):
     x = (x.astype(jnp.float32) + self.attn1(h, rope=rope, extra_kv=extra_kv).astype(jnp.float32) * gate).astype(dtype)
     x = sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
 
+    # Every cross branch reads the same tokens (the text cross-attention's input), so a stream is an additive term
+    # next to the text one: MotionFlow's decoupled cross-attention (eq. 4) with lambda_c as the stream's scale.
+    x_cross = x
     h = self.norm2(x) if self.norm2 is not None else x
     x = x + self.attn2(h, context, context_mask).astype(dtype)
     for name, (stream_context, stream_mask, stream_scale) in extras.get("cross", {}).items():
-      x = self.cross[name](x, stream_context, stream_mask, stream_scale)
+      x = (x.astype(jnp.float32) + self.cross[name].increment(x_cross, stream_context, stream_mask, stream_scale)
+           ).astype(dtype)
 
     h = (ln(x) * (1 + c_scale) + c_shift).astype(dtype)
     x = (x.astype(jnp.float32) + self.ffn(h).astype(jnp.float32) * c_gate).astype(dtype)
