@@ -13,12 +13,13 @@ The registry imports a paper's module by name only when it is asked for, so impo
 from __future__ import annotations
 
 from camjax.methods.base import (Generator, Method, Model, Phase, Static, abstract_generator, apply_overrides,
-                                 build_model, clip_video, denoising_loss, generate, host_batch, make_autoencoder, merge,
-                                 sample_fn, text_states, training_phases, weights_template)
+                                 build_model, clip_video, denoising_loss, generate, host_batch, load_run,
+                                 make_autoencoder, merge, RunNotFoundError, sample_fn, text_states, training_phases, weights_template)
 from camjax.methods.registry import REGISTRY, MethodError, get
 
 __all__ = [
     "Generator", "Method", "MethodError", "Model", "Phase", "REGISTRY", "Static", "abstract_generator",
-    "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get", "host_batch",
+    "RunNotFoundError", "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get",
+    "host_batch", "load_run",
     "make_autoencoder", "merge", "sample_fn", "text_states", "training_phases", "weights_template",
 ]

@@ -288,6 +288,46 @@ def merge(static: Static, weights: dict) -> Generator:
   return nnx.merge(static.graphdef, *states)
 
 
+class RunNotFoundError(TrainingError):
+  """A folder that is not a trained `python -m camjax.main` run (no `config.json`, no checkpoint, no such step)."""
+
+
+def load_run(workdir, step: int | None = None, *, mesh=None):
+  """A trained run for inference: `(config, mesh, model, weights)` from `<workdir>/config.json` and the newest (or
+  `step`) checkpoint; `weights` is `{params[, frozen]}` with the EMA parameters in place of `params` when the run
+  kept them.
+
+  Raises:
+    RunNotFoundError: no `config.json` or no checkpoint (at `step`) in `workdir`.
+    camjax.checkpoints.CheckpointError: no checkpoint restores.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from camjax import checkpoints  # pylint: disable=import-outside-toplevel
+  path = Path(workdir) / "config.json"
+  if not path.exists():
+    raise RunNotFoundError(f"{path} not found: point --workdir at a `python -m camjax.main` run")
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
+  config.model.pretrained = ""  # the checkpoint holds every weight
+  mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    model = build_model(config, mesh)
+    template = weights_template(model, with_ema=config.optimizer.ema_decay > 0)
+    try:
+      state, _ = checkpoints.restore_weights(workdir, template, config, step)
+    except checkpoints.CheckpointError:
+      raise
+    except TrainingError as e:
+      raise RunNotFoundError(str(e)) from None
+  weights = {k: v for k, v in state.items() if k != "ema"}
+  if "ema" in state:
+    weights["params"] = state["ema"]
+  return config, mesh, model, weights
+
+
 def weights_template(model: Model, with_ema: bool) -> dict:
   """`{params[, frozen][, ema]}` of a built model: the entries `camjax.checkpoints.restore_weights` reads."""
   out = model.weights()
