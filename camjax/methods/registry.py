@@ -10,6 +10,8 @@ from camjax.errors import CamjaxError
 REGISTRY = {
     "cameractrl2": "camjax.methods.cameractrl2",
     "track2view": "camjax.methods.track2view",
+    "realcam_i2v": "camjax.methods.realcam_i2v",
+    "motionflow": "camjax.methods.motionflow",
 }
 
 
