@@ -39,6 +39,22 @@ class SfMResult:
     return len(self.frame_indices) / self.num_frames
 
 
+def match_sequential(db, *, overlap: int, num_threads: int, max_error: float, seed: int) -> None:
+  """COLMAP sequential matching of the images in database `db` (each with the next `overlap`), two-view geometry
+  verified by a seeded RANSAC with `max_error` pixels, on the CPU."""
+  import pycolmap  # pylint: disable=import-outside-toplevel
+  pairing = pycolmap.SequentialPairingOptions()
+  pairing.overlap = overlap
+  matching = pycolmap.FeatureMatchingOptions()
+  matching.num_threads = num_threads
+  verification = pycolmap.TwoViewGeometryOptions()
+  verification.ransac.max_error = float(max_error)
+  verification.ransac.random_seed = int(seed)
+  verification.ransac.num_threads = num_threads
+  pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing,
+                            verification_options=verification, device=pycolmap.Device.cpu)
+
+
 def estimate_cameras(frames: np.ndarray, K=None, *, mapper: str = "global", seed: int = 0, num_threads: int = 1,
                      overlap: int = 10, max_error: float = 1.0, workdir=None) -> SfMResult:
   """Estimates per-frame cameras of a video.
@@ -85,16 +101,7 @@ def estimate_cameras(frames: np.ndarray, K=None, *, mapper: str = "global", seed
     db = tmp / "database.db"
     pycolmap.extract_features(db, tmp / "images", camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
                               extraction_options=extraction, device=pycolmap.Device.cpu)
-    pairing = pycolmap.SequentialPairingOptions()
-    pairing.overlap = overlap
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = num_threads
-    verification = pycolmap.TwoViewGeometryOptions()
-    verification.ransac.max_error = float(max_error)
-    verification.ransac.random_seed = int(seed)
-    verification.ransac.num_threads = num_threads
-    pycolmap.match_sequential(db, matching_options=matching, pairing_options=pairing,
-                              verification_options=verification, device=pycolmap.Device.cpu)
+    match_sequential(db, overlap=overlap, num_threads=num_threads, max_error=max_error, seed=seed)
     fixed = K is not None
     if mapper == "global":
       options = pycolmap.GlobalPipelineOptions()

@@ -149,16 +149,8 @@ def triangulate_clip(frames: np.ndarray, cameras: g.Cameras, *, overlap: int = 1
           camera = db.read_camera(im.camera_id)
           camera.params = cams.K[int(Path(im.name).stem)][[0, 1, 0, 1], [0, 1, 2, 2]]
           db.update_camera(camera)
-    pairing = pycolmap.SequentialPairingOptions()
-    pairing.overlap = max(1, min(overlap, T - 1))
-    matching = pycolmap.FeatureMatchingOptions()
-    matching.num_threads = num_threads
-    verification = pycolmap.TwoViewGeometryOptions()
-    verification.ransac.max_error = float(max_error)
-    verification.ransac.random_seed = int(seed)
-    verification.ransac.num_threads = num_threads
-    pycolmap.match_sequential(db_path, matching_options=matching, pairing_options=pairing,
-                              verification_options=verification, device=pycolmap.Device.cpu)
+    g.sfm.match_sequential(db_path, overlap=max(1, min(overlap, T - 1)), num_threads=num_threads,
+                           max_error=max_error, seed=seed)
     rec, index = _reconstruction_with_known_cameras(db_path, cams)
     options = pycolmap.IncrementalPipelineOptions()
     options.num_threads = num_threads
