@@ -138,3 +138,22 @@ def test_an_anchored_untrained_model_predicts_the_condition_frame():
   assert m_cc2.METHOD.validate(config) == []
   config.objective.prediction = "velocity"
   assert "model.anchor='condition_frame'" in m_cc2.METHOD.validate(config)[0]
+
+
+def test_warp_anchor_is_the_anchor_at_zero_flow_and_shifts_by_whole_pixels():
+  from camjax.methods.cameractrl2 import condition_anchor, warp_anchor
+  from camjax.models.autoencoders import PixelAutoencoder
+  ae = PixelAutoencoder(temporal_factor=4, spatial_factor=8)
+  rng = np.random.default_rng(0)
+  video = rng.uniform(-1, 1, (1, 9, 32, 32, 3)).astype(np.float32)
+  latents = ae.encode(video)
+  cond = np.zeros((*latents.shape[:4], 1), np.float32)
+  cond[:, 0] = 1
+  anchor = condition_anchor(latents, cond, 4)
+  flow = np.zeros((*latents.shape[:4], 4, 2), np.float32)
+  np.testing.assert_allclose(warp_anchor(anchor, flow, 8, 4), anchor, atol=1e-6)
+  flow[..., 0] = 3.0  # every pixel samples 3 pixels to its right
+  frames = np.asarray(ae.decode(warp_anchor(anchor, flow, 8, 4)))
+  first = video[0, 0]
+  np.testing.assert_allclose(frames[0, 5, :, :-3], first[:, 3:], atol=1e-5)
+  np.testing.assert_allclose(frames[0, 5, :, -3:], np.repeat(first[:, -1:], 3, axis=1), atol=1e-5)

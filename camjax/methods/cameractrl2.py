@@ -14,6 +14,12 @@
 * `model.anchor = "condition_frame"` (camjax's CPU-sized default, not the paper): the clean-sample prediction is a
   residual on the last condition frame repeated over the window (`condition_anchor`), so the untrained model is the
   "repeat the first frame" baseline and training learns how the scene moves (docs/evaluation.md).
+* `model.anchor = "flow_warp"` (camjax's CPU-sized default, not the paper): as "condition_frame", but the anchor is
+  the condition frame warped by a flow that a zero-initialised head (`FlowHead`) reads from the DiT's last hidden
+  states: per token and video frame a displacement of each 8 x 8 pixel cell, upsampled bilinearly and applied by
+  bilinear sampling (`warp_anchor`). A camera move is mostly a smooth image motion, which a width-128 DiT cannot
+  write into 3072-dimensional pixel tokens (the residual path) but can into two numbers per cell; the camera-to-
+  motion mapping is still learned from the Plücker tokens alone (docs/evaluation.md).
 * End of run: camera following (true vs null vs reversed camera, with the trivial baselines) on held-out procedural
   scenes (`eval.following`).
 """
@@ -22,14 +28,17 @@ from __future__ import annotations
 
 import logging
 
+import einops
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from camjax.conditioning import cameractrl2 as cc2
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.models.layers import Dense, LayerNorm, unpatchify
 from camjax.models.text import drop_text, null_text
 
 log = logging.getLogger("camjax.methods.cameractrl2")
@@ -114,7 +123,64 @@ def condition_anchor(latents, cond_mask, temporal_factor: int):
   return jnp.broadcast_to(anchor, latents.shape) * (n > 0)[:, None, None, None, None].astype(latents.dtype)
 
 
-ANCHORS = ("none", "condition_frame")
+class FlowHead(nnx.Module):
+  """Per-token image motion of the `flow_warp` anchor: `LN(hidden) [B, N, D] -> [B, t, h, w, tf, 2]` displacements
+  (x, y) in pixels of each latent cell (one `spatial_factor`-pixel cell of the pixel autoencoder) for each of the
+  `tf` video frames it holds; zero-initialised (an untrained head is the plain "repeat the condition frame" anchor).
+  """
+
+  def __init__(self, dim: int, patch_size, temporal_factor: int, *, rngs: nnx.Rngs, scale: float = 8.0):
+    self.patch_size, self.temporal_factor, self.scale = tuple(patch_size), int(temporal_factor), float(scale)
+    self.norm = LayerNorm(dim, rngs=rngs)
+    cells = patch_size[0] * patch_size[1] * patch_size[2]
+    self.proj = Dense(dim, cells * temporal_factor * 2, ("embed", "patch"), rngs=rngs,
+                      kernel_init=nnx.initializers.zeros_init())
+
+  def __call__(self, hidden: jax.Array, grid) -> jax.Array:
+    t, h, w = grid
+    pt, ph, pw = self.patch_size
+    flow = self.proj(self.norm(hidden.astype(jnp.float32))) * self.scale  # [B, N, cells * tf * 2]
+    flow = unpatchify(flow, (t // pt, h // ph, w // pw), self.patch_size)  # [B, t, h, w, tf * 2]
+    return flow.reshape(*flow.shape[:-1], self.temporal_factor, 2)
+
+
+def warp_anchor(anchor, flow, spatial_factor: int, temporal_factor: int):
+  """The condition frame of a `condition_anchor` warped by per-cell flow, back in the pixel latent layout.
+
+  Args:
+    anchor: `[B, t, h, w, C]` from `condition_anchor` (the same frame in every slot; `C = tf * sf * sf * 3`).
+    flow: `[B, t, h, w, tf, 2]` displacements in pixels (x, y) per latent cell and video frame of the slot; upsampled
+      bilinearly to every pixel, and each output pixel samples the condition frame at `pixel + flow` (bilinear,
+      edge-clamped).
+    spatial_factor, temporal_factor: the pixel autoencoder's factors.
+
+  Returns:
+    `[B, t, h, w, C]` warped anchor latents.
+  """
+  b, t, h, w, c = anchor.shape
+  sf, tf = spatial_factor, temporal_factor
+  frame = einops.rearrange(anchor[:, 0], "b h w (ft fy fx c) -> b ft (h fy) (w fx) c", ft=tf, fy=sf, fx=sf)[:, -1]
+  H, W = h * sf, w * sf
+  f = einops.rearrange(flow, "b t h w ft two -> b (t ft) h w two")
+  f = jax.image.resize(f, (b, t * tf, H, W, 2), "linear")
+  ys, xs = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32), jnp.arange(W, dtype=jnp.float32), indexing="ij")
+  x = jnp.clip(xs + f[..., 0], 0, W - 1)
+  y = jnp.clip(ys + f[..., 1], 0, H - 1)
+  x0, y0 = jnp.clip(jnp.floor(x), 0, W - 2), jnp.clip(jnp.floor(y), 0, H - 2)
+  wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+  flat = frame.reshape(b, H * W, -1)
+
+  def at(yy, xx):
+    idx = (yy.astype(jnp.int32) * W + xx.astype(jnp.int32)).reshape(b, -1)
+    return jnp.take_along_axis(flat, idx[..., None], axis=1).reshape(*yy.shape, -1)
+
+  out = ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)) +
+         wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
+  out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
+  return out.astype(anchor.dtype)
+
+
+ANCHORS = ("none", "condition_frame", "flow_warp")
 
 
 class CameraCtrl2(Method):
@@ -155,7 +221,11 @@ class CameraCtrl2(Method):
       return {}
     # Same patch size and width as the video patchify, zero-initialised, no bias (the null camera adds nothing).
     dtypes = dict(dtype=jnp.dtype(dit_config.dtype), param_dtype=jnp.dtype(dit_config.param_dtype))
-    return {"camera": cc2.CameraPatchify(dit_config.dim, dit_config.patch_size, rngs=rngs, **dtypes)}
+    out = {"camera": cc2.CameraPatchify(dit_config.dim, dit_config.patch_size, rngs=rngs, **dtypes)}
+    if config.model.get("anchor", "none") == "flow_warp":
+      out["flow_head"] = FlowHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
+                                  rngs=rngs)
+    return out
 
   def phases(self, config):
     p2, d = config.phase2, config.data
@@ -200,10 +270,26 @@ class CameraCtrl2(Method):
 
   @staticmethod
   def anchor(static, latents, cond_mask):
-    """`condition_anchor` when `model.anchor == "condition_frame"`, else None."""
+    """`condition_anchor` when `model.anchor` is "condition_frame" or "flow_warp", else None."""
     if static.config.model.get("anchor", "none") == "none":
       return None
     return condition_anchor(latents, cond_mask, static.autoencoder.temporal_factor)
+
+  @staticmethod
+  def anchored(model, static, anchor):
+    """The DiT as the objective sees it: its output plus the anchor (warped by the flow head for "flow_warp")."""
+    if anchor is None:
+      return model.dit
+    if static.config.model.get("anchor", "none") != "flow_warp":
+      return lambda *a, **k: model.dit(*a, **k) + anchor
+    ae = static.autoencoder
+
+    def dit(latents, *args, **kwargs):
+      out, hidden = model.dit(latents, *args, return_hidden=True, **kwargs)
+      flow = model.flow_head(hidden[-1], latents.shape[1:4])
+      return out + warp_anchor(anchor, flow, ae.spatial_factor, ae.temporal_factor)
+
+    return dit
 
   def loss(self, model, static, batch, rng):
     c = static.config
@@ -213,8 +299,7 @@ class CameraCtrl2(Method):
     sigma = static.objective.sample_level(k_sigma, latents.shape[0])
     text = text_states(model, batch)
     text, text_mask = drop_text(k_text, text, batch["text_mask"], c.train.text_dropout)
-    anchor = self.anchor(static, latents, cond_mask)
-    dit = model.dit if anchor is None else (lambda *a, **k: model.dit(*a, **k) + anchor)
+    dit = self.anchored(model, static, self.anchor(static, latents, cond_mask))
     return denoising_loss(dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=cond_mask,
                           **self.dit_inputs(model, c, camera, cond_mask))
 
@@ -231,8 +316,8 @@ class CameraCtrl2(Method):
     anchor = self.anchor(static, latents, cond_mask)
 
     def model_fn(latents, timesteps, text, text_mask, camera, cond_mask, anchor=None):
-      out = model.dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, c, camera, cond_mask))
-      return out if anchor is None else out + anchor
+      dit = self.anchored(model, static, anchor)
+      return dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, c, camera, cond_mask))
 
     null_cam = jnp.zeros_like(camera)
     sets = [dict(text=blank, text_mask=blank_mask, camera=null_cam),
