@@ -40,6 +40,9 @@ EXTRAS_REQUIRE = {
     ],
     # Kept so `pip install -e ".[curate]"` still works; both are now in the base install.
     "curate": ["pycolmap", "opencv-python-headless"],
+    # The trajectory editor (`python -m camjax.app`) and its browser test. playwright is only the Python driver:
+    # the test launches Debian's /usr/bin/chromium (`.ci/run` installs it); never `playwright install`.
+    "app": ["viser>=1.1", "playwright"],
 }
 
 setuptools.setup(
