@@ -90,6 +90,9 @@ def conditions(static, batch: dict, rng: jax.Array, training: bool):
     num_cond = batch["num_cond"] if "num_cond" in batch else jnp.full((b,), int(c.sample.i2v))
   cams = Cameras(K=batch["K"], w2c=w2c, height=c.data.height, width=c.data.width)
   camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=False)  # poses as given
+  # `model.camera_scale` multiplies the Plücker map: under Adam, the zero-initialised bias-free patchify then moves
+  # `scale` times faster (a per-module learning rate); 1 for the paper-scale variants.
+  camera = camera * float(c.model.get("camera_scale", 1.0))
   if training:
     camera = cc2.drop_cameras(k1, camera, labeled, c.train.camera_dropout)
   else:
