@@ -28,13 +28,23 @@ def base(method: str, variant: str = "default") -> ml_collections.ConfigDict:
       dtype="float32", remat="full", scan_layers=True, attention="xla",
       pretrained="",  # diffusers WanTransformer3DModel folder to load
   ))
-  # kind: "pixel" (lossless space-to-depth, `channels` = colour channels) | "precomputed" (records carry VAE latents
-  # with `channels` latent channels; no decoding, samples are saved as latents).
+  # kind: "pixel" (lossless space-to-depth, `channels` = colour channels) | "precomputed" (records carry normalised
+  # VAE latents with `channels` latent channels; the jitted train / sample steps never encode or decode).
+  # path (precomputed only): a diffusers AutoencoderKLWan folder, the WAN VAE of those latents. Samples are then
+  # decoded with camjax's JAX VAE outside the jitted sampler, one sample at a time (`tile` > 0: in spatial tiles of
+  # that many pixels, a multiple of 8), into the usual mp4 layout (generated_<i>.mp4, ground_truth_<i>.mp4 from the
+  # record's latents, sample_<i>.mp4) and evaluated; `camjax.explore` encodes its first frame / condition frames with
+  # it. Without a path samples are saved as latents (`latents_<i>.npy`). There is no separate "wan_vae" kind: what
+  # the train step sees is the same (precomputed latents), and the VAE is a host-side codec whose weights never
+  # become part of the jitted step (`camjax.methods.base.make_video_codec`).
   c.autoencoder = ml_collections.ConfigDict(dict(kind="pixel", temporal_factor=4, spatial_factor=8, channels=3,
-                                                 scale=1.0, shift=0.0))
+                                                 scale=1.0, shift=0.0, path="", tile=0))
   # kind: "byte" (a small trained byte-level encoder) | "precomputed" (records carry `text_embeddings [L, width]`,
-  # padded / truncated to `max_length` tokens).
-  c.text = ml_collections.ConfigDict(dict(kind="byte", width=64, num_layers=1, num_heads=2, max_length=48))
+  # padded / truncated to `max_length` tokens). encoder_path / tokenizer_path (precomputed only): transformers umT5
+  # encoder and tokenizer folders ("" tokenizer: the encoder folder, then a `tokenizer/` beside it) that embed captions
+  # the records do not carry (exploration, camera following) the way precompute did; training reads the records'.
+  c.text = ml_collections.ConfigDict(dict(kind="byte", width=64, num_layers=1, num_heads=2, max_length=48,
+                                          encoder_path="", tokenizer_path=""))
 
   c.data = ml_collections.ConfigDict(dict(
       source="synthetic",  # synthetic | re10k | shards (an existing camjax ArrayRecord dataset at `path`)

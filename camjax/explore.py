@@ -17,6 +17,14 @@ last `cond_frames` generated frames, followed by the new frames; the model sees 
 frame (`reference="global"`, the paper's choice) or relative to the window's first frame (`reference="clip"`, Table
 5's "Different Ref." ablation). Device memory is one window whatever the total length; the host keeps the uint8
 frames of the exploration.
+
+Runs on precomputed WAN-VAE latents and umT5 embeddings (`wan1_3b`, `wan14b`, `wan_tiny`) explore the same way when
+their config names the encoders (`autoencoder.path`, `text.encoder_path`; or `--vae`, `--text_encoder` here): the
+condition frames (the given image, then the last generated frames) are encoded with the JAX WAN VAE (causal: the
+window's first `n` latent frames hold its first `1 + 4 (n - 1)` frames), the sampled latents are decoded, and
+captions are embedded with umT5 as precompute did, all outside the jitted sampler. Such runs trained their clip
+extension with the global reference drawn inside the record (`camjax.data.pipeline.Window._latent_window`): the
+window's first pose is then not the identity, as here from the second clip on.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from camjax import checkpoints, methods, sharding
 from camjax.errors import CamjaxError
 from camjax.geometry import trajectories
 from camjax.geometry.cameras import Cameras, intrinsics, validate_poses
+from camjax.methods.base import make_caption_encoder, make_video_codec, to_uint8
 
 REFERENCES = ("global", "clip")
 # What `Exploration.save` writes; an existing output folder holding anything else is not replaced.
@@ -94,16 +103,23 @@ class Explorer:
     self.mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
     d = self.config.data
     self.num_frames, self.height, self.width = int(d.num_frames), int(d.height), int(d.width)
+    # Latent runs: the WAN VAE and umT5 outside the jitted sampler (None for pixel / byte-text runs), checked before
+    # the model is built.
+    self.codec = make_video_codec(self.config, self.mesh)
+    if not getattr(methods.make_autoencoder(self.config), "can_decode", True) and self.codec is None:
+      raise ExplorationError("this run trained on precomputed latents: exploration needs the VAE that made them to "
+                             "encode frames and decode samples; set autoencoder.path (--vae) to its diffusers "
+                             "AutoencoderKLWan folder")
+    self.captions = make_caption_encoder(self.config)
+    if self.config.text.kind == "precomputed" and self.captions is None:
+      raise ExplorationError("this run trained on precomputed text embeddings: exploration needs the text encoder "
+                             "that made them; set text.encoder_path (--text_encoder) to its umT5 folder (and "
+                             "text.tokenizer_path / --tokenizer unless the tokenizer sits there or beside it)")
     if model is None:
       with sharding.use_mesh(self.mesh):
         model = methods.build_model(self.config, self.mesh)
     # The last phase's window: the statics the sampler closes over carry its config.
     self.model = dataclasses.replace(model, static=dataclasses.replace(model.static, config=self.config))
-    if not getattr(self.model.autoencoder, "can_decode", True):
-      raise ExplorationError("exploration needs an autoencoder that decodes (records with precomputed latents "
-                             "cannot be continued from generated frames)")
-    if self.model.tokenizer is None:
-      raise ExplorationError("exploration with precomputed text embeddings is not supported (no text encoder)")
     self.weights = weights
     if K is None:
       from camjax.data.synthetic import focal_for  # pylint: disable=import-outside-toplevel
@@ -115,8 +131,11 @@ class Explorer:
     self.temporal_factor = self.model.autoencoder.temporal_factor
 
   @classmethod
-  def from_workdir(cls, workdir, step: int | None = None, **kwargs) -> Explorer:
+  def from_workdir(cls, workdir, step: int | None = None, paths: dict | None = None, **kwargs) -> Explorer:
     """The latest (or `step`) checkpoint of a main-job workdir (its `config.json` rebuilds the model).
+
+    `paths` overrides encoder folders of the saved config (`{"autoencoder.path": ..., "text.encoder_path": ...,
+    "text.tokenizer_path": ...}`; empty values are ignored), e.g. when they moved since training.
 
     Raises:
       ExplorationError: no `config.json` in `workdir`, no checkpoint, or none at `step` (the message lists the
@@ -134,6 +153,10 @@ class Explorer:
                              f"available steps: {', '.join(map(str, steps))}")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
     config.model.pretrained = ""  # the checkpoint holds every weight
+    for key, value in (paths or {}).items():  # set, not `apply_overrides`: configs saved before these fields lack them
+      if value:
+        section, field = key.split(".")
+        config[section][field] = str(value)
     explorer = cls(config, None, **kwargs)
     with sharding.use_mesh(explorer.mesh):
       template = methods.weights_template(explorer.model, with_ema=config.optimizer.ema_decay > 0)
@@ -195,16 +218,36 @@ class Explorer:
   def generate_window(self, frames: np.ndarray, cameras: Cameras, num_cond: int, caption: str, seed: int,
                       null_camera: bool = False) -> np.ndarray:
     """One window: `frames uint8 [T, H, W, 3]` whose first `num_cond` latent frames are given clean; returns the
-    generated `uint8 [T, H, W, 3]` (condition frames come back unchanged). `null_camera` zeroes the Plücker map
-    (the unconditional camera of CFG training)."""
+    generated `uint8 [T, H, W, 3]` (condition frames come back unchanged with the pixel autoencoder, as the VAE
+    reconstructs them in latent runs). `null_camera` zeroes the Plücker map (the unconditional camera of CFG
+    training)."""
     cams = cameras if self.reference == "global" else cameras.relative(0)
-    host = dict(frames=frames[None], K=cams.K[None].astype(np.float32), w2c=cams.w2c[None].astype(np.float32),
+    host = dict(K=cams.K[None].astype(np.float32), w2c=cams.w2c[None].astype(np.float32),
                 has_camera=np.array([not null_camera]), caption=np.array([caption]),
                 num_cond=np.array([num_cond], np.int32))
+    if self.codec is None:
+      host["frames"] = frames[None]
+    else:
+      host["latents"] = self.condition_latents(frames, num_cond)
+    if self.captions is not None:
+      host["text_embeddings"], host["text_mask"] = self.captions([caption])
     batch = methods.host_batch(host, self.model.tokenizer, self.model.method, self.config)
     with sharding.use_mesh(self.mesh):
-      video = methods.generate(self.weights, self._sample, batch, self.mesh, jax.random.key(seed))[0]
-    return np.round((video.astype(np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+      out = methods.generate(self.weights, self._sample, batch, self.mesh, jax.random.key(seed))
+    if self.codec is not None:
+      out = self.codec.decode(out)
+    return to_uint8(out[0])
+
+  def condition_latents(self, frames: np.ndarray, num_cond: int) -> np.ndarray:
+    """`float32 [1, t, h, w, c]` latents of a window for a latent run: its first `num_cond` latent frames encode the
+    condition frames with the VAE, the rest are zero (the sampler noises them). The whole window is encoded (one
+    compiled shape for every clip); the VAE is causal, so latent frame `k < num_cond` sees frames `<= 4k` only, the
+    condition frames."""
+    ae = self.model.autoencoder
+    latents = np.zeros((1, *ae.latent_shape(self.num_frames, self.height, self.width)), np.float32)
+    if num_cond:
+      latents[:, :num_cond] = self.codec.encode(frames[None])[:, :num_cond]
+    return latents
 
   def following_generator(self):
     """`generate(first_frame, cameras, caption, null_camera)` for `camjax.eval.camera_following`: one I2V window
@@ -471,13 +514,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--evaluate", action="store_true", help="camera error per clip + appearance consistency")
+  p.add_argument("--vae", default="", help="latent runs: the diffusers AutoencoderKLWan folder (default: the run's "
+                 "autoencoder.path)")
+  p.add_argument("--text_encoder", default="", help="latent runs: the umT5 encoder folder (default: the run's "
+                 "text.encoder_path)")
+  p.add_argument("--tokenizer", default="", help="latent runs: the umT5 tokenizer folder (default: the run's "
+                 "text.tokenizer_path)")
   args = p.parse_args(argv)
   try:
     check_out_dir(Path(args.out))  # every input is checked before anything is generated
     image, caption = (read_image(args.image) if args.image else None), args.caption
     for spec in args.trajectory:  # presets and file names before a model is loaded, pose files after
       _flag("--trajectory", check_trajectory, spec)
-    explorer = Explorer.from_workdir(args.workdir, args.step, reference=args.reference, seed=args.seed)
+    paths = {"autoencoder.path": args.vae, "text.encoder_path": args.text_encoder,
+             "text.tokenizer_path": args.tokenizer}
+    explorer = Explorer.from_workdir(args.workdir, args.step, paths=paths, reference=args.reference, seed=args.seed)
     for spec in args.trajectory:
       _flag("--trajectory", explorer.trajectory, spec, explorer.num_frames)
     if len(args.trajectory) > 1:

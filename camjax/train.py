@@ -33,6 +33,7 @@ from camjax.data.prepare import prepare_dataset
 from camjax.errors import TrainingError
 from camjax.geometry.cameras import Cameras
 from camjax.methods import Model, Phase, Static, build_model, generate, host_batch, training_phases
+from camjax.methods.base import make_video_codec, to_uint8
 
 log = logging.getLogger("camjax.train")
 
@@ -231,8 +232,9 @@ def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, image_size: tu
 
   For every sample i: `generated_<i>.mp4` (the sample alone), `ground_truth_<i>.mp4` and `sample_<i>.mp4` (ground
   truth | sample side by side) when the batch has frames, `cameras_<i>.txt` (the conditioning cameras, RealEstate10K
-  format), `caption_<i>.txt` and `trajectory_<i>.png` (frusta). Undecodable samples (precomputed latents) are written
-  as `latents_<i>.npy` instead of videos.
+  format), `caption_<i>.txt` and `trajectory_<i>.png` (frusta). Undecodable samples (precomputed latents of a run
+  without `autoencoder.path`) are written as `latents_<i>.npy` instead of videos; runs with it decode them first
+  (`_sample_and_write`), so latent runs get this same mp4 layout.
 
   Args:
     videos: `[B, T, H, W, 3]` float video in [-1, 1], or `[B, t, h, w, c]` latents.
@@ -264,7 +266,7 @@ def write_samples(videos: np.ndarray, batch: dict, out_dir: Path, image_size: tu
   for i, out in enumerate(np.asarray(videos, np.float32)):
     caption = str(batch["caption"][i])
     if out.shape[-1] == 3:
-      sample_u8 = np.round((out + 1) * 127.5).clip(0, 255).astype(np.uint8)
+      sample_u8 = to_uint8(out)
       main = write_video(f"generated_{i}.mp4", sample_u8)
       truth = batch.get("frames", batch.get("tgt_frames"))  # video-to-video methods name their views src_ / tgt_
       if "src_frames" in batch:
@@ -522,6 +524,7 @@ def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSum
         data_iter = make_train_iterator(phase.config, dataset_of(phase), start_step=start - phase.start)
     step_fn, sample_fn = phase_fns(phase)
     tokenizer = model.tokenizer
+    codec = make_video_codec(config, mesh)  # checked now (not after training); its weights load at the first sample
     writer = MetricWriter(workdir, start)
     losses = _LossLog()
     samples: list[Path] = []
@@ -568,7 +571,7 @@ def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSum
           checkpoints.save(mngr, done, state, data_iter, force=stop)
         if config.sample.every and done % config.sample.every == 0 and done != total:
           samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir,
-                                      done)
+                                      done, codec)
         if stop:
           preempted = True
           log.warning("preempted: saved step %d, exiting", done)
@@ -577,7 +580,8 @@ def _train_and_evaluate(config, workdir: Path, preemption: Preemption) -> RunSum
       mngr.wait_until_finished()
       end = int(state["step"])
       if not preempted and end >= total:
-        samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir, end)
+        samples = _sample_and_write(state, sample_fn, phase.config, dataset_of(phase), tokenizer, mesh, workdir, end,
+                                    codec)
         if config.eval.at_end and samples and samples[0].suffix == ".mp4":
           from camjax import eval as evaluation  # pylint: disable=import-outside-toplevel
           result = evaluation.evaluate_dir(samples[0].parent, trials=config.eval.trials)
@@ -630,10 +634,18 @@ def _tokens_per_step(config, autoencoder) -> int:
   return d.batch_size * t * h * w // (2 * 2)
 
 
-def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int) -> list[Path]:
+def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdir: Path, step: int,
+                      codec=None) -> list[Path]:
+  """Samples the eval batch and writes them (process 0). With a `codec` (the WAN VAE of `autoencoder.path`,
+  `camjax.methods.base.make_video_codec`), latent samples and the records' latents (the ground truth) are decoded
+  outside the jitted sampler, on every process, before process 0 writes mp4s."""
   host = eval_batch(config, dataset)
   batch = host_batch(host, tokenizer, methods.get(config.method), config)
   videos = generate(sampling_weights(state), sample_fn, batch, mesh, jax.random.key(config.seed + 7))
+  if codec is not None:  # a codec means precomputed latents: the sampler returned latents
+    videos = codec.decode(videos)
+    if "latents" in host and "frames" not in host:
+      host = dict(host, frames=to_uint8(codec.decode(host["latents"])))
   if jax.process_index() != 0:
     return []
   return write_samples(videos, host, workdir / "samples" / f"step_{step:06d}", (config.data.height, config.data.width),

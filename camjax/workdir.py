@@ -26,6 +26,10 @@ CONFIG_NAME = "config.json"
 # Config fields that decide the checkpointed tree or what its weights mean: a workdir trained with other values
 # cannot be continued (train.steps, data, sampling, evaluation and phase-2 settings may change between runs).
 MODEL_SECTIONS = ("model", "autoencoder", "text", "objective")
+# Fields of those sections that say where files are or how they are read, not what the weights mean: a run may resume
+# after a weight folder moved (the checkpoint holds every trained weight).
+LOCATION_FIELDS = ("model.pretrained", "autoencoder.path", "autoencoder.tile", "text.encoder_path",
+                   "text.tokenizer_path")
 
 
 class WorkdirError(CamjaxError):
@@ -104,6 +108,8 @@ def model_fields(config) -> dict[str, Any]:
   out = {}
   for section in MODEL_SECTIONS:
     out.update(_flatten(tree.get(section, {}), f"{section}."))
+  for field in LOCATION_FIELDS:
+    out.pop(field, None)
   out["method"] = tree.get("method", "cameractrl2")  # configs written before methods existed were CameraCtrl II
   out["optimizer.ema_decay>0"] = float(tree.get("optimizer", {}).get("ema_decay", 0.0)) > 0
   return out

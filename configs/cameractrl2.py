@@ -3,6 +3,8 @@
     python -m camjax.main --config=configs/cameractrl2.py                 # default: CPU-sized, procedural scenes
     python -m camjax.main --config=configs/cameractrl2.py:re10k --config.data.path=../shared/data/re10k_clips
     python -m camjax.main --config=configs/cameractrl2.py:wan1_3b --config.model.pretrained=/path/to/Wan2.1-T2V-1.3B-Diffusers/transformer
+    python -m camjax.models.tiny --out runs/wan_tiny/models   # then precompute (below) and
+    python -m camjax.main --config=configs/cameractrl2.py:wan_tiny
 
 Variants (the text after ':'):
   default  A CPU-sized DiT (4 layers, width 128) with a byte-level text encoder and a lossless pixel autoencoder
@@ -15,13 +17,34 @@ Variants (the text after ':'):
   test     Tiny and fast (used by the test-suite): a handful of steps.
   wan1_3b  Paper scale (sec. 4.1): WAN 2.1 T2V 1.3B weights from `model.pretrained` (a diffusers folder), AdamW
            lr 1e-4 with warm-up from 5e-5 over 500 steps, cosine to 1e-5, weight decay 0.01, betas (0.9, 0.95),
-           phase 1 at 192x320, batch 640, 100k steps. Until the WAN VAE and umT5 ports land, the records
+           phase 1 at 192x320, batch 640, 100k steps. The records
            (`data.path`, camjax ArrayRecord shards) carry precomputed, normalised WAN-VAE `latents [21, 24, 40, 16]`
            of the 81-frame 192x320 clip (the window is the whole clip) and umT5 `text_embeddings [L, 4096]`
-           (padded to 512 tokens). Samples are saved as latents (`latents_<i>.npy`) for offline decoding.
+           (padded to 512 tokens), made from videos by `python -m camjax.data.precompute`. With
+           `autoencoder.path` (the pipeline's `vae/` folder) samples are decoded by camjax's JAX WAN VAE into the
+           usual mp4 layout and evaluated; without it they are saved as latents (`latents_<i>.npy`). With
+           `text.encoder_path` / `text.tokenizer_path` (umT5) `camjax.explore` embeds its captions and continues
+           clips from generated frames (it needs `autoencoder.path` too).
            Phase 2 (sec. 4.1): 50k more steps at 384x640, batch 512, with clip extension (`phase2.path`: records
            at that size).
   wan14b   As wan1_3b with the 14B model.
+  wan_tiny Exactly the wan1_3b path at toy size on a CPU: a tiny random WAN DiT (`model.pretrained`), a tiny random
+           WAN VAE and umT5 + toy tokenizer, all written by `python -m camjax.models.tiny --out DIR` (needs the
+           `parity` extra), under `tiny_models` (default runs/wan_tiny/models); records with latents and umT5
+           embeddings of 9-frame 32x32 procedural clips at `data.path` (default runs/wan_tiny/latents, also the
+           unlabeled stream), made by
+
+             python -m camjax.data.synthetic --out runs/wan_tiny/frames --num_scenes 16 --resolution 32 --frames 9
+             python -m camjax.data.precompute --data runs/wan_tiny/frames --out runs/wan_tiny/latents \\
+                 --vae runs/wan_tiny/models/vae --text_encoder runs/wan_tiny/models/text_encoder \\
+                 --tokenizer runs/wan_tiny/models/tokenizer --num_frames 9 --height 32 --width 32
+
+           Phase 1 (60 steps) then phase 2 (30 steps, clip extension with the global reference), decoded mp4
+           samples and their evaluation in about 2 minutes on 2 cores, mostly compilation; then
+           `python -m camjax.explore --workdir runs/cameractrl2-wan_tiny --trajectory pan_left --trajectory
+           dolly_in --out explore_out` continues its clips. The weights are random: the videos are noise; every
+           format, shape and stage is the paper's. (Not in CPU_VARIANTS: it needs the setup step;
+           tests/test_wan_tiny.py runs it from raw frames.)
 Any field can be overridden: `--config.train.steps=50 --config.model.num_layers=2`.
 """
 
@@ -31,7 +54,7 @@ import ml_collections
 
 from camjax.config_base import base
 
-VARIANTS = ("default", "test", "re10k", "wan1_3b", "wan14b")
+VARIANTS = ("default", "test", "re10k", "wan1_3b", "wan14b", "wan_tiny")
 # Variants that run on a CPU (the config test trains one step of each).
 CPU_VARIANTS = ("default", "test", "re10k")
 
@@ -43,7 +66,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = base("cameractrl2", variant)
 
   # The camera patchify (a token map before block 0) and the condition-mask input channel (clip extension).
-  c.model.update(camera=True, cond_mask=True)
+  c.model.update(camera=True, cond_mask=True, camera_scale=1.0)  # camera_scale: methods.cameractrl2.conditions
   # "condition_frame": the clean-sample prediction is a residual on the last condition frame (camjax's CPU default,
   # see camjax.methods.cameractrl2.condition_anchor); "none": the paper's plain prediction.
   c.model.anchor = "none"
@@ -112,4 +135,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                     path="/path/to/records_with_latents_384x640")
     c.sample.update(every=5000, steps=32, shift=12.0, w_text=7.5, w_cam=8.0)
     c.mesh.update(data=1, fsdp=-1, context=1, tensor=1)
+  elif variant == "wan_tiny":
+    _wan_tiny(c)
   return c
+
+
+def _wan_tiny(c: ml_collections.ConfigDict) -> None:
+  """The wan1_3b path at toy size (module docstring): one field each moves every model folder (`tiny_models`) and
+  both datasets (`data.path`)."""
+  from camjax.models import tiny  # pylint: disable=import-outside-toplevel  # sizes only: no torch needed here
+  models = ml_collections.FieldReference("runs/wan_tiny/models")
+  data = ml_collections.FieldReference("runs/wan_tiny/latents")
+  c.tiny_models = models
+  c.model.update(preset="toy", **{k: v for k, v in tiny.DIT.items() if k != "freq_dim"}, dtype="float32",
+                 remat="none", attention="xla", pretrained=models + "/transformer")
+  c.autoencoder.update(kind="precomputed", temporal_factor=4, spatial_factor=8, channels=tiny.LATENT_CHANNELS,
+                       path=models + "/vae")
+  c.text.update(kind="precomputed", width=tiny.TEXT_WIDTH, max_length=128, encoder_path=models + "/text_encoder",
+                tokenizer_path=models + "/tokenizer")
+  c.data.update(source="shards", path=data, unlabeled_path=data, num_frames=9, height=32, width=32, stride=(1, 1),
+                batch_size=4)
+  c.objective.update(shift=3.0, prediction="velocity")
+  c.optimizer.update(lr=1e-3, warmup_init_lr=5e-4, warmup_steps=10, end_lr=1e-4)
+  c.train.update(steps=60, log_every=10, checkpoint_every=30, i2v_prob=0.5, extension_prob=0.0)
+  c.phase2.update(steps=30, extension_prob=0.5)  # same size and records, clip extension on
+  c.sample.update(num=2, steps=8, shift=3.0, w_text=5.0, w_cam=5.0)
+  c.eval.trials = 1

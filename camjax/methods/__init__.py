@@ -12,14 +12,17 @@ The registry imports a paper's module by name only when it is asked for, so impo
 
 from __future__ import annotations
 
-from camjax.methods.base import (Generator, Method, Model, Phase, Static, abstract_generator, apply_overrides,
-                                 build_model, clip_video, denoising_loss, generate, host_batch, load_run,
-                                 make_autoencoder, merge, RunNotFoundError, sample_fn, text_states, training_phases, weights_template)
+from camjax.methods.base import (CaptionEncoder, Generator, Method, Model, Phase, RunNotFoundError, Static,
+                                 VideoCodec, abstract_generator, apply_overrides, build_model, clip_video,
+                                 denoising_loss, generate, host_batch, load_run, make_autoencoder,
+                                 make_caption_encoder, make_video_codec, merge, sample_fn, text_states, to_uint8,
+                                 training_phases, weights_template)
 from camjax.methods.registry import REGISTRY, MethodError, get
 
 __all__ = [
-    "Generator", "Method", "MethodError", "Model", "Phase", "REGISTRY", "Static", "abstract_generator",
+    "CaptionEncoder", "Generator", "Method", "MethodError", "Model", "Phase", "REGISTRY", "Static", "VideoCodec",
+    "abstract_generator",
     "RunNotFoundError", "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get",
-    "host_batch", "load_run",
+    "host_batch", "load_run", "make_caption_encoder", "make_video_codec", "to_uint8",
     "make_autoencoder", "merge", "sample_fn", "text_states", "training_phases", "weights_template",
 ]

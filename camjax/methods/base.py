@@ -7,6 +7,9 @@ a loss and a sample, and what it evaluates at the end. Everything else is shared
   * the generator (`Generator`): the WAN DiT (`camjax.models.WanDiT`, generic inputs only), the text encoder (the
     trained byte-level one, or None for precomputed umT5 embeddings) and the method's conditioner modules;
   * the autoencoder (`make_autoencoder`), the objective (`camjax.diffusion.make_objective(config.objective)`);
+  * beside latent runs, outside every jitted step: the WAN VAE that decodes samples and encodes exploration frames
+    (`make_video_codec`, `autoencoder.path`) and the umT5 encoder of captions not in the records
+    (`make_caption_encoder`, `text.encoder_path`);
   * the train loop (`camjax.train`): data, optimiser over `Method.trainable`, one generic jitted step that calls
     `Method.loss`, checkpoints, metrics, phases (`Method.phases`, lists of config overrides);
   * inference (`build_model` without an optimiser, `camjax.checkpoints.restore_weights`, `generate`).
@@ -180,16 +183,198 @@ class Model:
     return {"params": self.params} if self.frozen is None else {"params": self.params, "frozen": self.frozen}
 
 
+AUTOENCODER_KINDS = ("pixel", "precomputed")
+
+
 def make_autoencoder(config):
-  """The autoencoder of `config.autoencoder` (`pixel` space-to-depth, or `precomputed` latents in the records)."""
+  """The autoencoder the jitted train / sample steps close over (`config.autoencoder`): `pixel` space-to-depth, or
+  `precomputed` (the records carry VAE latents; the steps never encode or decode). The WAN VAE of
+  `autoencoder.path` is not part of it: it runs outside the steps (`make_video_codec`).
+
+  Raises:
+    TrainingError: an unknown kind, or `autoencoder.path` set for a kind that does not take one.
+  """
   ae = config.autoencoder
+  if ae.get("path") and ae.kind != "precomputed":
+    raise TrainingError(f"autoencoder.path={ae.path!r} is for autoencoder.kind='precomputed' (records with WAN-VAE "
+                        f"latents), not {ae.kind!r}")
   if ae.kind == "pixel":
     return PixelAutoencoder(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor, scale=ae.scale,
                             shift=ae.shift)
   if ae.kind == "precomputed":  # WAN-VAE latents stored in the records
     return PrecomputedLatents(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor,
                               channels=ae.channels)
-  raise TrainingError(f"autoencoder kind {ae.kind!r} is not one of 'pixel', 'precomputed' (records with latents)")
+  raise TrainingError(f"autoencoder kind {ae.kind!r} is not one of {AUTOENCODER_KINDS} (precomputed: records with "
+                      "latents, optionally with autoencoder.path, the WAN VAE that decodes them)")
+
+
+class VideoCodec:
+  """The WAN VAE of a latent run (`autoencoder.kind == "precomputed"` with `autoencoder.path`, a diffusers
+  `AutoencoderKLWan` folder), used on host batches OUTSIDE the jitted train and sample steps: it decodes samples (and
+  the records' latents, the ground truth) into videos and encodes exploration frames. Its weights are arguments of
+  its own jitted encode / decode (`camjax.models.wan_vae`), never constants of the train step; they are loaded on
+  first use, placed on `mesh` by the VAE's own rules (`VAE_RULES`) when one is given.
+
+  One sample at a time (chunked over the batch; WAN's causal chunking over time inside), optionally in spatial
+  tiles of `autoencoder.tile` pixels.
+
+  Args:
+    path: the VAE folder.
+    tile: spatial tile size in pixels (multiple of 8), 0 for whole frames.
+    mesh: the run's mesh (every process calls encode / decode with the same host arrays), or None.
+  """
+
+  def __init__(self, path: str, tile: int = 0, mesh=None):
+    self.path, self.tile, self.mesh = str(path), int(tile), mesh
+    self._vae = None
+
+  @property
+  def vae(self):
+    """The `WanVAE` (loaded on first use)."""
+    if self._vae is None:
+      from camjax.models.wan_vae import WanVAE  # pylint: disable=import-outside-toplevel
+      from camjax.models.wan_vae import VAE_RULES  # pylint: disable=import-outside-toplevel
+      self._vae = WanVAE.from_diffusers(self.path, mesh=self.mesh, rules=VAE_RULES)
+    return self._vae
+
+  def check(self, autoencoder) -> None:
+    """Reads the folder's `config.json` (not the weights) and checks it against the run's latents.
+
+    Raises:
+      TrainingError: the folder is not a WAN 2.1 VAE, or its factors / latent channels differ from the config's.
+    """
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    from camjax.models.wan_vae import WanVAEConfig  # pylint: disable=import-outside-toplevel
+    cfg_path = os.path.join(self.path, "config.json")
+    try:
+      with open(cfg_path) as f:
+        cfg = WanVAEConfig.from_diffusers_config(json.load(f))
+    except (OSError, ValueError) as e:  # VAEWeightsError is a ValueError
+      raise TrainingError(f"autoencoder.path={self.path!r}: not a diffusers AutoencoderKLWan folder ({e})") from None
+    got = (cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim)
+    want = (autoencoder.temporal_factor, autoencoder.spatial_factor, autoencoder.latent_channels)
+    if got != want:
+      raise TrainingError(f"autoencoder.path={self.path!r}: the VAE has temporal factor {got[0]}, spatial factor "
+                          f"{got[1]} and {got[2]} latent channels; the config (autoencoder.temporal_factor, "
+                          f"spatial_factor, channels) says {want}")
+
+  def _run(self, fn, x: np.ndarray) -> np.ndarray:
+    tile = dict(tile=self.tile) if self.tile else {}
+    if self.mesh is None:
+      return np.asarray(fn(jnp.asarray(x), **tile))
+    with sharding.use_mesh(self.mesh):
+      replicated = NamedSharding(self.mesh, P())
+      out = fn(jax.device_put(x, replicated), **tile)
+      return np.asarray(jax.jit(lambda y: y, out_shardings=replicated)(out))
+
+  def decode(self, latents) -> np.ndarray:
+    """`[B, t, h, w, c]` normalised latents -> `float32 [B, 1 + 4 (t - 1), 8 h, 8 w, 3]` video in [-1, 1]."""
+    latents = np.asarray(latents, np.float32)
+    return np.concatenate([self._run(self.vae.decode, latents[i:i + 1]) for i in range(len(latents))])
+
+  def encode(self, frames) -> np.ndarray:
+    """`uint8 [B, T, H, W, 3]` frames (`T = 1 + 4k`) -> `float32 [B, t, h, w, c]` normalised latents."""
+    video = np.asarray(frames, np.float32) / 127.5 - 1.0
+    return np.concatenate([self._run(self.vae.encode, video[i:i + 1]) for i in range(len(video))])
+
+
+def to_uint8(video) -> np.ndarray:
+  """`[..., 3]` float video in [-1, 1] -> uint8 (rounded, clipped)."""
+  return np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+
+
+def make_video_codec(config, mesh=None) -> VideoCodec | None:
+  """The `VideoCodec` of `autoencoder.path` (checked against the config's latents, weights not yet read), or None
+  when the run has none (pixel runs decode inside the sampler; precomputed runs without a path keep latents).
+
+  Raises:
+    TrainingError: as `make_autoencoder`, or a folder that is not the VAE of the config's latents.
+  """
+  autoencoder = make_autoencoder(config)
+  path = config.autoencoder.get("path", "")
+  if not path:
+    return None
+  codec = VideoCodec(path, int(config.autoencoder.get("tile", 0)), mesh)
+  codec.check(autoencoder)
+  return codec
+
+
+class CaptionEncoder:
+  """umT5 caption embeddings for captions that are not in the records (exploration, camera following), WAN's way
+  (`camjax.models.umt5.encode_text`: real tokens, zeros after them), padded / truncated to `text.max_length` tokens
+  like the records' embeddings in the training pipeline. Runs outside every jitted step, on JAX's default device;
+  the encoder is loaded on first use and each caption is encoded once.
+
+  Args:
+    encoder_path: a transformers umT5 encoder folder (or a diffusers WAN pipeline folder with `text_encoder/`).
+    tokenizer_path: its tokenizer folder; "" looks in `encoder_path`, then beside it (a pipeline's `tokenizer/`).
+    max_length: `L`, tokens per caption (`text.max_length`).
+    width: `D`, the DiT's text width (`text.width`), checked against the encoder's `d_model`.
+  """
+
+  def __init__(self, encoder_path: str, tokenizer_path: str, max_length: int, width: int):
+    self.encoder_path, self.tokenizer_path = str(encoder_path), str(tokenizer_path)
+    self.max_length, self.width = int(max_length), int(width)
+    self._encoder = self._tokenizer = None
+    self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def _load(self):
+    import os  # pylint: disable=import-outside-toplevel
+
+    from camjax.models import umt5  # pylint: disable=import-outside-toplevel
+    encoder = umt5.UMT5Encoder.from_transformers(self.encoder_path)
+    if encoder.config.d_model != self.width:
+      raise TrainingError(f"text.encoder_path={self.encoder_path!r}: the encoder's width is {encoder.config.d_model} "
+                          f"but text.width is {self.width}")
+    candidates = [self.tokenizer_path] if self.tokenizer_path else [
+        self.encoder_path, os.path.dirname(os.path.normpath(self.encoder_path))]
+    error = None
+    for path in candidates:
+      try:
+        self._tokenizer = umt5.load_tokenizer(path, max_length=self.max_length)
+        break
+      except umt5.TokenizerError as e:
+        error = error or e
+    else:
+      raise TrainingError(f"text.tokenizer_path={self.tokenizer_path!r}: no tokenizer ({error}); set "
+                          "text.tokenizer_path to the umT5 tokenizer folder")
+    self._encoder = encoder
+
+  def __call__(self, captions) -> tuple[np.ndarray, np.ndarray]:
+    """`B` captions -> `(text_embeddings float32 [B, L, D], text_mask bool [B, L])`, `L = max_length`.
+
+    Raises:
+      TrainingError: the encoder's width is not `text.width`, or no tokenizer is found.
+      camjax.models.umt5.TextEncoderError / TokenizerError: an unreadable folder, bad captions.
+    """
+    from camjax.models import umt5  # pylint: disable=import-outside-toplevel
+    captions = [str(c) for c in captions]
+    new = [c for c in dict.fromkeys(captions) if c not in self._cache]
+    if new:
+      if self._encoder is None:
+        self._load()
+      emb, mask = umt5.encode_text(self._tokenizer, self._encoder, new, max_length=self.max_length)
+      for c, e, m in zip(new, np.asarray(emb, np.float32), np.asarray(mask, bool)):
+        self._cache[c] = (e, m)
+    return (np.stack([self._cache[c][0] for c in captions]), np.stack([self._cache[c][1] for c in captions]))
+
+
+def make_caption_encoder(config) -> CaptionEncoder | None:
+  """The `CaptionEncoder` of `text.encoder_path` (precomputed text only), or None without one.
+
+  Raises:
+    TrainingError: `text.encoder_path` set with a text kind that does not take one.
+  """
+  t = config.text
+  path = t.get("encoder_path", "")
+  if not path:
+    return None
+  if t.kind != "precomputed":
+    raise TrainingError(f"text.encoder_path={path!r} is for text.kind='precomputed' (umT5 embeddings), not "
+                        f"{t.kind!r}")
+  return CaptionEncoder(path, t.get("tokenizer_path", ""), t.max_length, t.width)
 
 
 def wan_config(config, autoencoder, method: Method) -> WanConfig:
@@ -205,6 +390,7 @@ def wan_config(config, autoencoder, method: Method) -> WanConfig:
 
 def _make_text_encoder(config, rngs):
   t = config.text
+  make_caption_encoder(config)  # a text.encoder_path with a kind that does not take one raises here
   if t.kind == "precomputed":
     return None
   return ByteTextEncoder(t.width, t.num_layers, t.num_heads, t.max_length, rngs=rngs)
