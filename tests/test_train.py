@@ -44,6 +44,8 @@ def _fast(config, workdir_steps=1):
     config.eval.following = min(config.eval.following, 1)
   if "pairs" in config.eval:
     config.eval.pairs = min(config.eval.pairs, 1)
+  if "scenes" in config.eval:
+    config.eval.scenes = min(config.eval.scenes, 1)
   return config
 
 
