@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -45,6 +44,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from camjax import checkpoints, methods, sharding
 from camjax.errors import CamjaxError
+from camjax.io import replace_dir
 from camjax.geometry import trajectories
 from camjax.geometry.cameras import Cameras, intrinsics, validate_poses
 from camjax.methods.base import make_caption_encoder, make_video_codec, to_uint8
@@ -354,7 +354,7 @@ class Exploration:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
       self._write(tmp, fps, evaluation)
-      _swap_in(tmp, out)
+      replace_dir(tmp, out)
     except BaseException:
       shutil.rmtree(tmp, ignore_errors=True)
       raise
@@ -403,17 +403,6 @@ def check_out_dir(out: Path) -> None:
     shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
     raise ExplorationError(f"output folder {out} (--out) holds files an exploration does not write ({shown}): "
                            "choose a new or empty folder")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-  """Renames the complete folder `tmp` to `out`; a previous `out` is moved aside first and then deleted."""
-  if not out.exists():
-    os.replace(tmp, out)
-    return
-  old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-  os.replace(out, old)
-  os.replace(tmp, out)
-  shutil.rmtree(old, ignore_errors=True)
 
 
 def pose_file(spec) -> Path | None:

@@ -34,3 +34,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs):
     with contextlib.suppress(FileNotFoundError):
       os.unlink(tmp)
     raise
+
+
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+  """Renames the complete folder `tmp` to `out`; a previous `out` is moved aside first, then deleted (a reader sees
+  the old folder or the new one, never a half-written one)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import uuid  # pylint: disable=import-outside-toplevel
+  tmp, out = Path(tmp), Path(out)
+  if not out.exists():
+    os.replace(tmp, out)
+    return
+  old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+  os.replace(out, old)
+  os.replace(tmp, out)
+  shutil.rmtree(old, ignore_errors=True)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shutil
 import sys
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from camjax.errors import CamjaxError
+from camjax.io import replace_dir
 from camjax.methods.realcam_i2v import MODES, RealCamError
 
 __all__ = ["RealCam", "RealCamError", "fit_image", "main", "parse_intrinsics", "read_image", "realcam", "write_ply"]
@@ -483,13 +483,7 @@ def realcam(workdir, image_path, trajectory: str, out, *, depth_path=None, depth
                "preview_mask_fraction": float(np.asarray(pv.mask).mean()),
                "latent_mask_fraction": float(np.asarray(pv.latent_mask).mean()), "seed": seed}
     (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    if out.exists():
-      old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-      os.replace(out, old)
-      os.replace(tmp, out)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.replace(tmp, out)
+    replace_dir(tmp, out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return summary

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import uuid
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from camjax.errors import CamjaxError
+from camjax.io import replace_dir
 
 
 class RerenderError(CamjaxError):
@@ -214,7 +214,7 @@ def rerender(workdir, video, cameras, trajectory: str, out, *, start: int = 0, s
                "target_valid_fraction": float(host["tgt_valid"].mean()), "scene_units_per_preset_metre": scale,
                "depth": "maps" if depth is not None else "triangulated (static scene)"}
     (tmp / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    _swap(tmp, out)
+    replace_dir(tmp, out)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return summary
@@ -236,16 +236,6 @@ def _write_video(path: Path, video: np.ndarray) -> None:
   from camjax import media  # pylint: disable=import-outside-toplevel
   media._setup_ffmpeg()  # pylint: disable=protected-access
   mediapy.write_video(path, video, fps=8.0)
-
-
-def _swap(tmp: Path, out: Path) -> None:
-  if out.exists():
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
