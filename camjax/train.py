@@ -45,10 +45,10 @@ log = logging.getLogger("camjax.train")
 
 def lr_schedule(config):
   """Per phase (`camjax.methods.training_phases`): warm-up from `warmup_init_lr` to `lr`, then cosine decay to
-  `end_lr`; every phase restarts the same shape."""
-  o = config.optimizer
+  `end_lr`; every phase restarts the same shape with its own `optimizer` fields (a phase may override
+  `optimizer.lr`: MotionFlow's stage 2 trains at a tenth of stage 1's rate)."""
 
-  def phase(steps):
+  def phase(steps, o):
     total = max(int(steps), o.warmup_steps + 1)
     warmup = optax.linear_schedule(o.warmup_init_lr, o.lr, o.warmup_steps)
     cosine = optax.cosine_decay_schedule(o.lr, total - o.warmup_steps, alpha=o.end_lr / o.lr)
@@ -56,8 +56,9 @@ def lr_schedule(config):
 
   phases = training_phases(config)
   if len(phases) == 1:
-    return phase(phases[0].end)
-  return optax.join_schedules([phase(p.end - p.start) for p in phases], [p.start for p in phases[1:]])
+    return phase(phases[0].end, config.optimizer)
+  return optax.join_schedules([phase(p.end - p.start, p.config.optimizer) for p in phases],
+                              [p.start for p in phases[1:]])
 
 
 def make_optimizer(config):

@@ -16,24 +16,25 @@ network*. camjax carries each mechanism onto the WAN DiT and its generic, zero-i
   network, eq. 4:                                On a WanDiT: the text cross-attention (the image features as its
   F = softmax(Q K_i^T / sqrt d) V_i              context) plus a cross stream "camera" called with
       + lambda_c softmax(Q K_c^T / sqrt d) V_c   `cross_scale={"camera": lambda_c}`, the stream sharing the text
-                                                 cross-attention's query and output projection, gate 1
-                                                 (`tie_cross_stream`). Today's WanBlock runs the stream AFTER the text
-                                                 cross-attention's residual, so the camera query is read from
-                                                 `x + attn2(x)` instead of `x`: eq. 4 up to that (tested); exactly
-                                                 eq. 4 once WanBlock feeds every cross branch the same tokens.
+                                                 cross-attention's query and output projection (`tie_cross_stream`;
+                                                 WanBlock feeds every cross branch the same pre-cross tokens, so this
+                                                 is eq. 4 exactly, tested). Multi-scale camera features enter as a
+                                                 per-layer context `[num_layers, B, Lc, C]` (`per_layer`).
   reference attention: the block's feature map   `reference_kv` + `reference_positions` -> the video DiT's `extra_kv`
   and the reference motion map of the same       and `extra_kv_rope`. At extra-kv gate 1 the video tokens attend to
   layer side by side (width 2w), self-attention  [own keys; reference keys] through the block's OWN k/v projections,
   over both, keep the video half (sec. 3.5)      which is the side-by-side self-attention with its video half kept
                                                  (tested on a WanDiT against a run on the width-concatenated latents).
-  semantic encoder: DINO ViT-S (sec. 3.3)        `SemanticEncoder`: a local transformers `Dinov2Model` / `ViTModel`
-                                                 folder (torch, frozen; or precomputed features).
+  semantic encoder: DINO ViT-S (sec. 3.3)        `SemanticViT` (in-run JAX DINOv2, `load_dinov2` from a local
+                                                 transformers folder) or `SemanticEncoder` (torch, frozen, for
+                                                 precomputed features).
   semantic features added to the noise           `SemanticInput`: features resized to the token grid -> a token map
                                                  (WanDiT's `token_map`, added before block 0).
-  object attention: an attention map between     `ObjectAttention`: `h * (1 + gate * mask)`, `mask [B, N, 1]` the
-  semantic features and the reference-attention  attention of the tokens over the semantic tokens, read out as an
-  output, used as a semantic mask multiplied     attention-weighted saliency of the semantic tokens. WanDiT has no
-  into the block's output                        per-block output hook yet (see `ObjectAttention`).
+  object attention: an attention map between     `camjax.models.wan.ObjectAttention` (re-exported here), a WanDiT
+  semantic features and the reference-attention  hook (`WanConfig.object_attention_dim`, `semantic=`): every block's
+  output, used as a semantic mask multiplied     output times `1 + gate * mask`, `mask [B, N, 1]` the attention of
+  into the block's output                        the block's post-self-attention tokens over the semantic tokens,
+                                                 read out as an attention-weighted saliency.
   temporal attention per spatial location        nothing to add: WAN's self-attention spans frames and space.
 
 Everything new starts at zero, so the base model is unchanged at step 0 (paper sec. 3.6: "All other modules are
@@ -47,8 +48,10 @@ zero encoder output read through a zero gate, would have zero gradient for both)
 * `SemanticInput`: zero, bias-free projection (a zero feature map adds exactly nothing, also after training).
 * `ObjectAttention`: per-channel gate zero.
 
-Deviation from the paper: the DINO encoder is frozen here (the paper trains it in stage 1), because it is a torch
-model; its features are an input, and the trainable parts are `SemanticInput` and `ObjectAttention`.
+Two semantic encoders: `SemanticViT` (a DINOv2 ViT in JAX, run inside the jitted step and trained with the run as
+the paper trains its semantic encoder in stage 1; random and tiny at CPU size, or real DINOv2 weights through
+`load_dinov2`) and `SemanticEncoder` (the transformers model itself in torch, frozen: for precomputing features
+outside the step). The MotionFlow method (`camjax.methods.motionflow`) uses `SemanticViT`.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from flax import nnx
 from camjax import sharding
 from camjax.conditioning.cameractrl2 import ConditioningError
 from camjax.models.layers import Dense, LayerNorm, PatchEmbed, RMSNorm, attention, layer_norm, param
-from camjax.models.wan import Attention, grid_positions
+from camjax.models.wan import Attention, ObjectAttention, grid_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -336,8 +339,7 @@ class DecoupledCrossAttention(nnx.Module):
   With `camera=None` (no camera: the null condition for guidance) or `lambda_c = 0` the layer is exactly a WAN
   `Attention` with the same q/k/v/out weights on the image features.
 
-  On a WanDiT the same computation is the text cross-attention plus a tied cross stream (`tie_cross_stream`, exact
-  once WanBlock feeds every cross branch the same tokens).
+  On a WanDiT the same computation is the text cross-attention plus a tied cross stream (`tie_cross_stream`).
 
   Args (of `__call__`):
     x: `[B, N, dim]` tokens (already normalised, as a cross-attention input).
@@ -395,10 +397,10 @@ def tie_cross_stream(blocks, name: str = "camera", gate: float = 1.0) -> None:
     to_out(softmax(Q K_i^T / sqrt d) V_i)  +  gate * lambda * W_out softmax(Q' K_c^T / sqrt d) V_c
 
   with `K_i, V_i` from the DiT's `text` input (the image features in the reference network): eq. 4 with
-  `lambda_c = gate * lambda`, EXCEPT that today's WanBlock computes the stream after the text cross-attention's
-  residual, so `Q'` is the query of `x + attn2(norm2(x), text)` rather than eq. 4's `Q` of `x`. Once WanBlock gives
-  every cross branch the block's pre-cross tokens (the change proposed with this module), `Q' = Q` and this is
-  exactly eq. 4 (`tests/conditioning/test_motionflow.py` holds both checks).
+  `lambda_c = gate * lambda`. WanBlock gives every cross branch the block's pre-cross tokens, so `Q' = Q` and this is
+  exactly eq. 4 (`tests/conditioning/test_motionflow.py`). The tie is a copy made at initialisation: training may
+  move the stream's query / output projections away from the text cross-attention's (a superset of eq. 4; the
+  MotionFlow method ties with `gate=0`, so the camera term starts at zero).
 
   Args:
     blocks: a `WanBlock`, or the DiT's stacked blocks (`WanDiT.blocks`: every array with a leading layers axis).
@@ -514,6 +516,223 @@ def reference_kv(hidden: jax.Array, grid: tuple[int, int, int], *, first: jax.Ar
 # ----------------------------------------------------------------------------------------------------------------------
 # Semantic encoder, semantic input, object attention (sec. 3.3, 3.5)
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SemanticViTConfig:
+  """Size of the in-run semantic encoder (a DINOv2 ViT in JAX; frozen and hashable).
+
+  Attributes:
+    dim: token width (DINOv2 ViT-S/14: 384).
+    num_layers: transformer blocks (ViT-S: 12).
+    num_heads: attention heads (ViT-S: 6).
+    mlp_dim: MLP hidden width (ViT-S: 1536).
+    patch_size: square patch side in pixels (DINOv2: 14).
+    resolution: `(height, width)` in pixels the reference image is resized to; multiples of `patch_size`.
+    layer_scale: initial LayerScale value (DINOv2: 1.0; the loaded weights replace it).
+    eps: LayerNorm epsilon (DINOv2: 1e-6).
+    dtype, param_dtype: compute / parameter dtypes (LayerNorm and softmax in float32).
+  """
+
+  dim: int = 384
+  num_layers: int = 12
+  num_heads: int = 6
+  mlp_dim: int = 1536
+  patch_size: int = 14
+  resolution: tuple[int, int] = (224, 224)
+  layer_scale: float = 1.0
+  eps: float = 1e-6
+  dtype: str = "float32"
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    object.__setattr__(self, "resolution", tuple(int(r) for r in self.resolution))
+
+  def replace(self, **kw) -> SemanticViTConfig:
+    return dataclasses.replace(self, **kw)
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    """`(hp, wp)` patch grid of the features."""
+    return self.resolution[0] // self.patch_size, self.resolution[1] // self.patch_size
+
+  def validate(self) -> SemanticViTConfig:
+    for name in ("dim", "num_layers", "num_heads", "mlp_dim", "patch_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 1:
+        raise MotionFlowError(f"SemanticViTConfig.{name} must be a positive integer, got {value!r}")
+    if self.dim % self.num_heads:
+      raise MotionFlowError(f"SemanticViTConfig.dim {self.dim} is not divisible by {self.num_heads} heads")
+    if len(self.resolution) != 2 or any(r < self.patch_size or r % self.patch_size for r in self.resolution):
+      raise MotionFlowError(f"SemanticViTConfig.resolution {self.resolution} must be two multiples of the patch size "
+                            f"{self.patch_size}")
+    for name in ("dtype", "param_dtype"):
+      if getattr(self, name) not in _DTYPES:
+        raise MotionFlowError(f"SemanticViTConfig.{name} {getattr(self, name)!r} must be one of {_DTYPES}")
+    return self
+
+  @classmethod
+  def from_dinov2(cls, path, resolution: tuple[int, int] = (224, 224), **overrides) -> SemanticViTConfig:
+    """The size of a transformers `Dinov2Model` folder's `config.json` (nothing else is read).
+
+    Raises:
+      SemanticEncoderError: no `config.json`, or a model that is not a plain DINOv2 (registers, SwiGLU FFN).
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+      raise SemanticEncoderError(
+          f"semantic encoder: no transformers model folder at {path} (config.json missing). Save a DINOv2 ViT-S there "
+          "with `AutoModel.from_pretrained('facebook/dinov2-small').save_pretrained(path)` where a hub is reachable")
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_type") != "dinov2" or cfg.get("use_swiglu_ffn") or cfg.get("num_register_tokens"):
+      raise SemanticEncoderError(f"semantic encoder: {path} holds a {cfg.get('model_type')!r} model "
+                                 f"(swiglu={cfg.get('use_swiglu_ffn')}, registers={cfg.get('num_register_tokens')}); "
+                                 "the in-run encoder loads plain DINOv2 (dinov2-small / -base)")
+    dim = int(cfg["hidden_size"])
+    kw = dict(dim=dim, num_layers=int(cfg["num_hidden_layers"]), num_heads=int(cfg["num_attention_heads"]),
+              mlp_dim=int(dim * float(cfg.get("mlp_ratio", 4))), patch_size=int(cfg["patch_size"]),
+              resolution=tuple(resolution), layer_scale=float(cfg.get("layerscale_value", 1.0)),
+              eps=float(cfg.get("layer_norm_eps", 1e-6)))
+    kw.update(overrides)
+    return cls(**kw).validate()
+
+
+class ViTBlock(nnx.Module):
+  """A DINOv2 block: `x + ls1 * Attn(LN(x))`, then `x + ls2 * MLP(LN(x))` (exact GELU, q/k/v with biases)."""
+
+  def __init__(self, c: SemanticViTConfig, *, rngs: nnx.Rngs):
+    dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    self.num_heads = c.num_heads
+    self.norm1 = LayerNorm(c.dim, eps=c.eps, param_dtype=param_dtype, rngs=rngs)
+    self.query = Dense(c.dim, c.dim, ("embed", "heads"), **kw)
+    self.key = Dense(c.dim, c.dim, ("embed", "heads"), **kw)
+    self.value = Dense(c.dim, c.dim, ("embed", "heads"), **kw)
+    self.out = Dense(c.dim, c.dim, ("heads", "embed"), **kw)
+    self.norm2 = LayerNorm(c.dim, eps=c.eps, param_dtype=param_dtype, rngs=rngs)
+    self.fc1 = Dense(c.dim, c.mlp_dim, ("embed", "mlp"), **kw)
+    self.fc2 = Dense(c.mlp_dim, c.dim, ("mlp", "embed"), **kw)
+    init = nnx.initializers.constant(c.layer_scale)
+    self.ls1 = param(rngs, init, (c.dim,), ("embed",), param_dtype)
+    self.ls2 = param(rngs, init, (c.dim,), ("embed",), param_dtype)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    heads = lambda a: a.reshape(*a.shape[:-1], self.num_heads, -1)
+    h = self.norm1(x)
+    a = attention(heads(self.query(h)), heads(self.key(h)), heads(self.value(h)))
+    x = x + (self.out(a.reshape(*a.shape[:2], -1)) * self.ls1[...].astype(x.dtype)).astype(x.dtype)
+    h = self.fc2(jax.nn.gelu(self.fc1(self.norm2(x)), approximate=False))
+    return x + (h * self.ls2[...].astype(x.dtype)).astype(x.dtype)
+
+
+class SemanticViT(nnx.Module):
+  """MotionFlow's semantic encoder run inside the jitted step (sec. 3.3, "a lightweight ViT ... (Caron et al.)", trained
+  in stage 1): a DINOv2 ViT in JAX, randomly initialised (the CPU-sized default: a tiny one trained with the run) or
+  loaded from a local transformers `Dinov2Model` folder (`load_dinov2`, real DINOv2 ViT-S/14 weights).
+
+  Preprocessing (as `SemanticEncoder`): images in `[-1, 1]` -> `[0, 1]` -> bilinear (antialiased) resize to
+  `config.resolution` -> ImageNet mean / std. Then DINOv2: patch embedding (a Conv2d with kernel = stride = patch),
+  the class token, position embeddings (one per patch of the `resolution` grid; `load_dinov2` interpolates the
+  checkpoint's table to it with transformers' own code), the blocks, a final LayerNorm.
+
+  Args (of `__call__`):
+    images: `[B, H, W, 3]` float in `[-1, 1]`.
+
+  Returns:
+    `[B, hp * wp, dim]` patch tokens (row-major, the class token dropped) after the final LayerNorm: DINOv2's
+    `last_hidden_state[:, 1:]`, `(hp, wp) = config.grid`.
+
+  Raises:
+    MotionFlowError: images that are not `[B, H, W, 3]`.
+  """
+
+  def __init__(self, config: SemanticViTConfig, *, rngs: nnx.Rngs):
+    self.config = config.validate()
+    c = self.config
+    dtype, param_dtype = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
+    with nnx.use_eager_sharding(False):
+      self.patch = PatchEmbed(3, c.dim, (1, c.patch_size, c.patch_size), rngs=rngs, dtype=dtype,
+                              param_dtype=param_dtype)
+      normal = nnx.initializers.truncated_normal(0.02)
+      self.cls = param(rngs, normal, (c.dim,), ("embed",), param_dtype)
+      self.pos = param(rngs, normal, (1 + c.grid[0] * c.grid[1], c.dim), (None, "embed"), param_dtype)
+      self.blocks = nnx.List([ViTBlock(c, rngs=rngs) for _ in range(c.num_layers)])
+      self.norm = LayerNorm(c.dim, eps=c.eps, param_dtype=param_dtype, rngs=rngs)
+
+  def preprocess(self, images: jax.Array) -> jax.Array:
+    """`[B, H, W, 3]` in [-1, 1] -> normalised `[B, h, w, 3]` float32 at `config.resolution`."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise MotionFlowError(f"semantic encoder: images must be [B, H, W, 3], got {tuple(images.shape)}")
+    x = (images.astype(jnp.float32) + 1.0) / 2.0
+    size = self.config.resolution
+    if tuple(x.shape[1:3]) != size:
+      x = jax.image.resize(x, (x.shape[0], *size, 3), method="linear")
+    return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    c = self.config
+    x = self.preprocess(images)
+    tokens = self.patch(x[:, None].astype(jnp.dtype(c.dtype)))  # [B, hp wp, dim]
+    cls = jnp.broadcast_to(self.cls[...].astype(tokens.dtype), (tokens.shape[0], 1, c.dim))
+    x = jnp.concatenate([cls, tokens], axis=1) + self.pos[...].astype(tokens.dtype)
+    for block in self.blocks:
+      x = block(x)
+    return self.norm(x)[:, 1:]
+
+
+def load_dinov2(module: SemanticViT, path) -> SemanticViT:
+  """Copies a transformers `Dinov2Model` folder's weights into `module` (in place; torch reads the folder), with the
+  checkpoint's position embeddings interpolated to `module.config.resolution` by the model's own
+  `interpolate_pos_encoding` (bicubic, as DINOv2 runs at that resolution).
+
+  Raises:
+    SemanticEncoderError: the folder is missing or holds another model, or its size differs from `module.config`.
+  """
+  want = SemanticViTConfig.from_dinov2(path, module.config.resolution, dtype=module.config.dtype,
+                                       param_dtype=module.config.param_dtype)
+  if want != module.config:
+    raise SemanticEncoderError(f"semantic encoder: {path} holds {want}, but the module was built as {module.config}")
+  try:
+    import torch
+    import transformers
+  except ImportError:
+    raise SemanticEncoderError("semantic encoder: loading DINOv2 weights needs torch and transformers") from None
+  model = transformers.Dinov2Model.from_pretrained(path).eval()
+  c = module.config
+  with torch.no_grad():
+    dummy = torch.zeros(1, 1 + c.grid[0] * c.grid[1], c.dim)
+    pos = model.embeddings.interpolate_pos_encoding(dummy, *c.resolution)[0].detach()
+  sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+  def put(variable, value):
+    variable[...] = jnp.asarray(np.asarray(value, np.float32).reshape(variable[...].shape), variable[...].dtype)
+
+  conv = sd["embeddings.patch_embeddings.projection.weight"]  # [dim, 3, p, p] -> rows (ph, pw, c)
+  put(module.patch.proj.kernel, conv.transpose(2, 3, 1, 0).reshape(-1, c.dim))
+  put(module.patch.proj.bias, sd["embeddings.patch_embeddings.projection.bias"])
+  put(module.cls, sd["embeddings.cls_token"])
+  put(module.pos, pos.float().numpy())
+  for i, block in enumerate(module.blocks):
+    pre = f"encoder.layer.{i}."
+    # transformers 5 names (q/k/v/o_proj), then the older ones (attention.attention.query, attention.output.dense).
+    for name, keys in (("query", ("attention.q_proj", "attention.attention.query")),
+                       ("key", ("attention.k_proj", "attention.attention.key")),
+                       ("value", ("attention.v_proj", "attention.attention.value")),
+                       ("out", ("attention.o_proj", "attention.output.dense")), ("fc1", ("mlp.fc1",)),
+                       ("fc2", ("mlp.fc2",))):
+      key = next((pre + k for k in keys if pre + k + ".weight" in sd), None)
+      if key is None:
+        raise SemanticEncoderError(f"semantic encoder: {path} has no {pre}{keys[0]}.weight (unknown DINOv2 layout)")
+      put(getattr(block, name).kernel, sd[key + ".weight"].T)
+      put(getattr(block, name).bias, sd[key + ".bias"])
+    for name in ("norm1", "norm2"):
+      put(getattr(block, name).scale, sd[pre + name + ".weight"])
+      put(getattr(block, name).bias, sd[pre + name + ".bias"])
+    put(block.ls1, sd[pre + "layer_scale1.lambda1"])
+    put(block.ls2, sd[pre + "layer_scale2.lambda1"])
+  put(module.norm.scale, sd["layernorm.weight"])
+  put(module.norm.bias, sd["layernorm.bias"])
+  return module
 
 
 class SemanticFeatures(NamedTuple):
@@ -647,66 +866,3 @@ class SemanticInput(nnx.Module):
       grid = jax.image.resize(grid, (b, h, w, c), method="linear")
     tokens = self.proj(grid.reshape(b, h * w, c))  # [B, h w, D]
     return jnp.broadcast_to(tokens[:, None], (b, t, h * w, tokens.shape[-1])).reshape(b, t * h * w, -1)
-
-
-class ObjectAttention(nnx.Module):
-  """Object attention (sec. 3.5): a semantic mask from the attention of the tokens over the semantic features,
-  multiplied into the block's output.
-
-    q = norm_q(to_q(LN(h))),  k = norm_k(to_k(s)),  v_p = sigmoid(to_score(s))_p   (per head: a saliency in (0, 1))
-    mask_n = mean_heads( sum_p softmax_p(q_n k_p^T / sqrt d) v_p )                  in (0, 1), `[B, N, 1]`
-    out = h * (1 + gate * mask)                                                      `gate [D]`, zero-initialised
-
-  The paper's "attention map used as a semantic mask" is aggregated per token as the attention-weighted saliency of
-  the semantic tokens it attends to (a learned score per semantic token and head), so a token that attends to salient
-  (object) patches gets a mask near 1 and one that attends to background near 0. At initialisation `gate = 0` and the
-  block is unchanged.
-
-  Placement: after a DiT block (the paper multiplies the mask into the block's output, computed from the reference-
-  attention output). WanDiT has no per-block output hook yet; as a model module it would move to `camjax.models`
-  (models import nothing from conditioning).
-
-  Args (of `__call__` / `mask`):
-    h: `[B, N, dim]` tokens.
-    semantic: `[B, P, semantic_dim]` semantic features (the reference image's, shared by all frames).
-    semantic_mask: optional `[B, P]` bool (True = a real semantic token).
-
-  Returns:
-    `__call__`: `[B, N, dim]` in h's dtype; `mask`: `[B, N, 1]` float32.
-  """
-
-  def __init__(self, dim: int, semantic_dim: int, num_heads: int, *, eps: float = 1e-6, rngs: nnx.Rngs,
-               dtype=jnp.float32, param_dtype=jnp.float32, implementation: str = "xla"):
-    if dim % num_heads:
-      raise MotionFlowError(f"ObjectAttention: dim {dim} is not divisible by {num_heads} heads")
-    self.num_heads = num_heads
-    self.eps = eps
-    self.implementation = implementation
-    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
-    with nnx.use_eager_sharding(False):
-      self.to_q = Dense(dim, dim, ("embed", "heads"), **kw)
-      self.to_k = Dense(semantic_dim, dim, (None, "heads"), **kw)
-      self.to_score = Dense(semantic_dim, num_heads, (None, None), **kw)
-      self.norm_q = RMSNorm(dim, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
-      self.norm_k = RMSNorm(dim, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
-      self.gate = param(rngs, nnx.initializers.zeros_init(), (dim,), ("embed",), param_dtype)
-
-  def mask(self, h, semantic, semantic_mask=None) -> jax.Array:
-    if h.ndim != 3 or semantic.ndim != 3 or semantic.shape[0] != h.shape[0]:
-      raise MotionFlowError(f"ObjectAttention: h must be [B, N, D] and semantic [B, P, C], got {tuple(h.shape)} and "
-                            f"{tuple(semantic.shape)}")
-    heads = lambda a: a.reshape(*a.shape[:-1], self.num_heads, -1)
-    x = layer_norm(h.astype(jnp.float32), self.eps).astype(h.dtype)
-    q = heads(self.norm_q(self.to_q(x)))
-    k = heads(self.norm_k(self.to_k(semantic)))
-    score = jax.nn.sigmoid(self.to_score(semantic).astype(jnp.float32))  # [B, P, heads]
-    # The per-head saliency as a value of the head's full width (all channels equal): the attention runs through the
-    # same (flash-capable) kernel as the rest of the model, and channel 0 is the attention-weighted saliency.
-    v = jnp.broadcast_to(score[..., None], k.shape).astype(q.dtype)
-    out = attention(q, k, v, semantic_mask, self.implementation)[..., 0]  # [B, N, heads]
-    return jnp.mean(out.astype(jnp.float32), axis=-1, keepdims=True)
-
-  def __call__(self, h, semantic, semantic_mask=None) -> jax.Array:
-    m = self.mask(h, semantic, semantic_mask)
-    gate = self.gate[...].astype(jnp.float32)
-    return (h.astype(jnp.float32) * (1.0 + gate * m)).astype(h.dtype)

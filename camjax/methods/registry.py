@@ -11,6 +11,7 @@ REGISTRY = {
     "cameractrl2": "camjax.methods.cameractrl2",
     "track2view": "camjax.methods.track2view",
     "realcam_i2v": "camjax.methods.realcam_i2v",
+    "motionflow": "camjax.methods.motionflow",
 }
 
 

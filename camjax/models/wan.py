@@ -9,8 +9,11 @@ Architecture (WAN 2.1; diffusers `WanTransformer3DModel`, REFERENCE.md section 8
     x += gate_msa * SelfAttn(LN(x) * (1 + scale_msa) + shift_msa)   (q/k RMSNorm across heads, 3D RoPE;
                                                                       + keys/values of extra_kv[l], gated)
     x += CrossAttn(LN_affine(x), context)
-    x += gate_s * cross_scale[s] * CrossAttn_s(LN(x), context_s)     (each configured cross stream s)
+    x += gate_s * cross_scale[s] * CrossAttn_s(LN(x_pre), context_s[l]) (each configured cross stream s; x_pre =
+                                                                      the tokens entering the text cross-attention)
     x += c_gate * FFN_gelu_tanh(LN(x) * (1 + c_scale) + c_shift)
+    x *= 1 + gate_o * ObjectMask(x_sa, semantic)                     (object attention, x_sa = the tokens after the
+                                                                      self-attention)
   out = Linear(LN(x) * (1 + scale) + shift)  --unpatchify--> [B, T, H, W, C_out]
 
 The model knows no paper. A paper's conditioner (`camjax.conditioning.<paper>`) turns its inputs into these generic
@@ -23,12 +26,18 @@ hooks, each of which starts at zero, so a loaded WAN computes exactly what WAN c
                  conditioner owns its zero-initialised projection). CameraCtrl II: the camera patchify of the Plücker
                  map; Track2View: the maps of both halves of its concatenated sequence; MotionFlow: semantic features.
   cross          named cross-attention streams (`cross_streams`), each with its own projections and a zero-initialised
-                 per-block gate, scaled by `cross_scale` at call time. MotionFlow: camera attention (lambda_c).
+                 per-block gate, scaled by `cross_scale` at call time; a context is shared by every block
+                 (`[B, Lc, C]`) or given per block (`[num_layers, B, Lc, C]`, scanned with the layers). MotionFlow:
+                 camera attention (lambda_c) with one trajectory-encoder scale per group of layers.
   extra_kv       `[num_layers, B, M, D]` per-layer hidden states whose keys/values (each block's own projections) the
                  self-attention also attends to, through a zero-initialised per-block gate. MotionFlow: reference
                  attention on a reference network's hidden states (that network called with `return_hidden=True`).
   positions      per-token RoPE positions replacing the default grid. Track2View: the second half of a concatenated
                  sequence takes the same frame positions as the first.
+  semantic       `[B, P, object_attention_dim]` features (`WanConfig.object_attention_dim`): every block's output is
+                 multiplied by `1 + gate * mask`, `mask [B, N, 1]` the attention of the tokens (after the
+                 self-attention) over the features read out as a saliency (`ObjectAttention`), `gate [D]` zero-
+                 initialised. MotionFlow: object attention on the reference image's DINO features.
   return_hidden  every block's output `[num_layers, B, N, D]`.
   LoRA           `lora_rank > 0`: zero-initialised low-rank adapters on `lora_targets` (`camjax.models.lora`).
                  Track2View.
@@ -81,6 +90,8 @@ class WanConfig:
     cross_streams: `((name, context_dim), ...)`: extra cross-attention streams (a mapping `{name: context_dim}` is
       accepted and stored as pairs). Names are Python identifiers.
     extra_kv: give every block's self-attention a gate for extra keys/values (`__call__(extra_kv=...)`).
+    object_attention_dim: width of the semantic features of every block's object attention (`__call__(semantic=...)`,
+      `ObjectAttention`); none when 0.
     lora_rank, lora_alpha, lora_targets: LoRA adapters `(alpha / rank) A B` on the named linears of every block (see
       `LORA_TARGETS`); none when `lora_rank == 0`.
   """
@@ -102,6 +113,7 @@ class WanConfig:
   extra_in_channels: int = 0
   cross_streams: tuple[tuple[str, int], ...] = ()
   extra_kv: bool = False
+  object_attention_dim: int = 0
   lora_rank: int = 0
   lora_alpha: float = 1.0
   lora_targets: tuple[str, ...] = LORA_TARGETS
@@ -136,7 +148,7 @@ class WanConfig:
 
   def plain(self) -> WanConfig:
     """This config without camjax extensions: the model a WAN checkpoint of this size holds."""
-    return self.replace(extra_in_channels=0, cross_streams=(), extra_kv=False, lora_rank=0)
+    return self.replace(extra_in_channels=0, cross_streams=(), extra_kv=False, object_attention_dim=0, lora_rank=0)
 
   def validate(self) -> WanConfig:
     if self.head_dim % 2 or self.head_dim < 6:
@@ -150,6 +162,10 @@ class WanConfig:
       raise ModelError(f"patch_size {self.patch_size} must be (pt, ph, pw)")
     if not isinstance(self.extra_in_channels, numbers.Integral) or self.extra_in_channels < 0:
       raise ModelError(f"extra_in_channels {self.extra_in_channels!r} must be an integer >= 0")
+    if not isinstance(self.object_attention_dim, numbers.Integral) or self.object_attention_dim < 0 \
+        or self.object_attention_dim % self.num_heads:
+      raise ModelError(f"object_attention_dim {self.object_attention_dim!r} must be an integer >= 0 divisible by "
+                       f"num_heads={self.num_heads} (the object attention's query / key width)")
     self._validate_cross_streams()
     self._validate_lora()
     return self
@@ -439,9 +455,80 @@ class CrossStream(nnx.Module):
     return (x.astype(jnp.float32) + self.increment(x, context, mask, scale)).astype(x.dtype)
 
 
+class ObjectAttention(nnx.Module):
+  """Object attention (MotionFlow sec. 3.5): a semantic mask from the attention of the tokens over semantic features
+  (e.g. DINO patch tokens of the reference image), multiplied pointwise into the block's output.
+
+    q = norm_q(to_q(LN(query))),  k = norm_k(to_k(s)),  v_p = sigmoid(to_score(s))_p   (per head: a saliency in (0, 1))
+    mask_n = mean_heads( sum_p softmax_p(q_n k_p^T / sqrt d) v_p )                        in (0, 1), `[B, N, 1]`
+    out = h * (1 + gate * mask)                                                            `gate [D]`, zero-initialised
+
+  The paper's "attention map used as a semantic mask" is aggregated per token as the attention-weighted saliency of
+  the semantic tokens it attends to (a learned score per semantic token and head), so a token that attends to salient
+  (object) patches gets a mask near 1 and one that attends to background near 0. At initialisation `gate = 0` and the
+  output is `h` exactly. In a `WanBlock` (`WanConfig.object_attention_dim`) the query is the block's tokens after the
+  self-attention (the paper's reference-attention output) and `h` the block's output.
+
+  `inner_dim` (default `dim`) is the query / key width (split over `num_heads`); a `WanBlock` uses the semantic
+  features' width, which keeps the module small next to the block (about 0.75M parameters per block at WAN 1.3B with
+  DINOv2 ViT-S features instead of 3M).
+
+  Args (of `__call__` / `mask`):
+    h: `[B, N, dim]` tokens the mask multiplies.
+    semantic: `[B, P, semantic_dim]` semantic features (shared by all frames).
+    semantic_mask: optional `[B, P]` bool (True = a real semantic token).
+    query: optional `[B, N, dim]` tokens the mask is computed from (default `h`).
+
+  Returns:
+    `__call__`: `[B, N, dim]` in h's dtype; `mask`: `[B, N, 1]` float32.
+
+  Raises:
+    ModelError: `inner_dim` not divisible by `num_heads`; tokens / features that are not `[B, N, dim]` /
+      `[B, P, C]` with the same batch.
+  """
+
+  def __init__(self, dim: int, semantic_dim: int, num_heads: int, *, inner_dim: int | None = None, eps: float = 1e-6,
+               rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32, implementation: str = "xla"):
+    inner = dim if inner_dim is None else int(inner_dim)
+    if inner % num_heads:
+      raise ModelError(f"ObjectAttention: inner width {inner} is not divisible by {num_heads} heads")
+    self.num_heads = num_heads
+    self.eps = eps
+    self.implementation = implementation
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    with nnx.use_eager_sharding(False):
+      self.to_q = Dense(dim, inner, ("embed", "heads"), **kw)
+      self.to_k = Dense(semantic_dim, inner, (None, "heads"), **kw)
+      self.to_score = Dense(semantic_dim, num_heads, (None, None), **kw)
+      self.norm_q = RMSNorm(inner, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
+      self.norm_k = RMSNorm(inner, ("heads",), eps=eps, param_dtype=param_dtype, rngs=rngs)
+      self.gate = param(rngs, nnx.initializers.zeros_init(), (dim,), ("embed",), param_dtype)
+
+  def mask(self, h, semantic, semantic_mask=None) -> jax.Array:
+    """The semantic mask `[B, N, 1]` (float32) of the tokens `h [B, N, dim]` (class docstring)."""
+    if h.ndim != 3 or semantic.ndim != 3 or semantic.shape[0] != h.shape[0]:
+      raise ModelError(f"ObjectAttention: h must be [B, N, D] and semantic [B, P, C], got {tuple(h.shape)} and "
+                       f"{tuple(semantic.shape)}")
+    heads = lambda a: a.reshape(*a.shape[:-1], self.num_heads, -1)
+    x = layer_norm(h.astype(jnp.float32), self.eps).astype(h.dtype)
+    q = heads(self.norm_q(self.to_q(x)))
+    k = heads(self.norm_k(self.to_k(semantic.astype(h.dtype))))
+    score = jax.nn.sigmoid(self.to_score(semantic.astype(h.dtype)).astype(jnp.float32))  # [B, P, heads]
+    # The per-head saliency as a value of the head's full width (all channels equal): the attention runs through the
+    # same (flash-capable) kernel as the rest of the model, and channel 0 is the attention-weighted saliency.
+    v = jnp.broadcast_to(score[..., None], k.shape).astype(q.dtype)
+    out = attention(q, k, v, semantic_mask, self.implementation)[..., 0]  # [B, N, heads]
+    return jnp.mean(out.astype(jnp.float32), axis=-1, keepdims=True)
+
+  def __call__(self, h, semantic, semantic_mask=None, query=None) -> jax.Array:
+    m = self.mask(h if query is None else query, semantic, semantic_mask)
+    gate = self.gate[...].astype(jnp.float32)
+    return (h.astype(jnp.float32) * (1.0 + gate * m)).astype(h.dtype)
+
+
 class WanBlock(nnx.Module):
   """One WAN 2.1 transformer block (self-attention, cross-attention, FFN with 6-way AdaLN modulation), plus the camjax
-  extensions its config asks for (cross streams, an extra-keys/values gate, LoRA adapters)."""
+  extensions its config asks for (cross streams, an extra-keys/values gate, object attention, LoRA adapters)."""
 
   def __init__(self, config: WanConfig, *, rngs: nnx.Rngs):
     c = config
@@ -466,6 +553,9 @@ class WanBlock(nnx.Module):
                           param_dtype=param_dtype) for name in c.cross_stream_names}) if c.cross_streams else None
     self.extra_kv_gate = param(rngs, nnx.initializers.zeros_init(), (c.dim,), ("heads",),
                                param_dtype) if c.extra_kv else None
+    self.object_attention = ObjectAttention(
+        c.dim, c.object_attention_dim, c.num_heads, inner_dim=c.object_attention_dim, eps=c.eps, rngs=rngs,
+        dtype=dtype, param_dtype=param_dtype, implementation=c.attention) if c.object_attention_dim else None
     for target in c.lora_targets if c.lora_rank else ():
       module, layer = target.split(".")
       attach_lora(getattr(getattr(self, module), layer), c.lora_rank, c.lora_alpha, rngs=rngs)
@@ -480,7 +570,8 @@ class WanBlock(nnx.Module):
       rope: `[N, head_dim / 2]` or `[B, N, head_dim / 2]` angles.
       extras: optional camjax inputs of this layer: `"cross"`: `{name: (context [B, Lc, D], mask or None, scale)}`;
         `"extra_kv"`: `[B, M, D]` states (pre-normalised and modulated here like `x`); `"extra_kv_rope"`: their
-        angles `[M | B, M, head_dim / 2]` or None.
+        angles `[M | B, M, head_dim / 2]` or None; `"semantic"`: `(features [B, P, C], mask [B, P] or None)` of the
+        object attention.
     """
     extras = extras or {}
     mod = self.scale_shift_table[...].astype(jnp.float32) + modulation
@@ -495,6 +586,7 @@ class WanBlock(nnx.Module):
       extra_kv = (states, extras.get("extra_kv_rope"), self.extra_kv_gate[...])
     x = (x.astype(jnp.float32) + self.attn1(h, rope=rope, extra_kv=extra_kv).astype(jnp.float32) * gate).astype(dtype)
     x = sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
+    x_self = x  # the (reference-)attention output: object attention's query
 
     # Every cross branch reads the same tokens (the text cross-attention's input), so a stream is an additive term
     # next to the text one: MotionFlow's decoupled cross-attention (eq. 4) with lambda_c as the stream's scale.
@@ -507,6 +599,9 @@ class WanBlock(nnx.Module):
 
     h = (ln(x) * (1 + c_scale) + c_shift).astype(dtype)
     x = (x.astype(jnp.float32) + self.ffn(h).astype(jnp.float32) * c_gate).astype(dtype)
+    if self.object_attention is not None and extras.get("semantic") is not None:
+      semantic, semantic_mask = extras["semantic"]
+      x = self.object_attention(x, semantic, semantic_mask, query=x_self)
     return sharding.constrain(x, ("act_batch", "act_seq", "act_embed"))
 
 
@@ -521,7 +616,8 @@ class WanDiT(nnx.Module):
   Call::
 
     model(latents, timesteps, text, text_mask=None, *, extra_in=None, token_map=None, cross=None, cross_scale=None,
-          extra_kv=None, extra_kv_rope=None, positions=None, rope_offset=(0, 0, 0), return_hidden=False)
+          extra_kv=None, extra_kv_rope=None, semantic=None, semantic_mask=None, positions=None,
+          rope_offset=(0, 0, 0), return_hidden=False)
 
   Args (of `__call__`; N = (T/pt)(H/ph)(W/pw) tokens, D = `config.dim`):
     latents: `[B, T, H, W, in_channels]` channels-last noisy latents; T, H, W divisible by the patch size.
@@ -533,12 +629,16 @@ class WanDiT(nnx.Module):
       requires `config.extra_in_channels`.
     token_map: `[B, N, D]` added to the tokens after the patch embedding, before block 0 (None = nothing).
     cross: `{name: context [B, Lc, context_dim]}` or `{name: (context, mask [B, Lc] bool)}` for configured
-      `cross_streams`; a stream left out skips its branch (exactly as if it had no parameters).
+      `cross_streams`; a stream left out skips its branch (exactly as if it had no parameters). A context
+      `[num_layers, B, Lc, context_dim]` gives every block its own (scanned with the layers; the mask stays `[B, Lc]`).
     cross_scale: `{name: float or [B]}` multiplier of each stream's output (default 1.0).
     extra_kv: `[num_layers, B, M, D]` per-layer states (another DiT's `return_hidden`); block l's self-attention also
       attends to `extra_kv[l]` (scanned with the layers); requires `config.extra_kv`.
     extra_kv_rope: RoPE positions of the extra states, `[M, 3]` or `[B, M, 3]` (frame, row, column in patch units, as
       `positions`; `rope_offset` is NOT added); None = their keys are not rotated.
+    semantic: `[B, P, object_attention_dim]` features of every block's object attention (`ObjectAttention`);
+      requires `config.object_attention_dim`; None = no object attention (exactly the model without it).
+    semantic_mask: optional `[B, P]` bool key mask of `semantic`.
     positions: RoPE positions of the tokens, `[N, 3]` or `[B, N, 3]` float (frame, row, column in patch units), instead
       of the grid `grid_positions((T/pt, H/ph, W/pw))`; `rope_offset` is added to either.
     rope_offset: (t, h, w) position offset of the tokens.
@@ -594,8 +694,8 @@ class WanDiT(nnx.Module):
     return sharding.create_sharded(lambda: cls(config, rngs=nnx.Rngs(seed)), mesh, rules)
 
   def __call__(self, latents, timesteps, text, text_mask=None, *, extra_in=None, token_map=None, cross=None,
-               cross_scale=None, extra_kv=None, extra_kv_rope=None, positions=None, rope_offset=(0, 0, 0),
-               return_hidden=False):
+               cross_scale=None, extra_kv=None, extra_kv_rope=None, semantic=None, semantic_mask=None, positions=None,
+               rope_offset=(0, 0, 0), return_hidden=False):
     c = self.config
     self._check(latents, timesteps, text, text_mask)
     b, t, h, w, _ = latents.shape
@@ -604,6 +704,7 @@ class WanDiT(nnx.Module):
     self._check_extras(b, (t, h, w), math.prod(grid), extra_in=extra_in, token_map=token_map, cross=cross,
                        cross_scale=cross_scale, extra_kv=extra_kv, extra_kv_rope=extra_kv_rope, positions=positions,
                        rope_offset=rope_offset)
+    self._check_semantic(b, semantic, semantic_mask)
     dtype = _DTYPES[c.dtype]
 
     x = latents.astype(dtype)
@@ -624,9 +725,12 @@ class WanDiT(nnx.Module):
     modulation = self.time_proj(jax.nn.silu(temb)).reshape(b, 6, c.dim)
     context = self.text_embedder(text.astype(dtype))
     context = sharding.constrain(context, ("act_batch", "act_text", "act_embed"))
-    extras = self._extras(cross, cross_scale, extra_kv_rope, dtype)
+    extras, layer_contexts = self._extras(cross, cross_scale, extra_kv_rope, dtype)
+    if semantic is not None:
+      extras["semantic"] = (semantic.astype(dtype), semantic_mask)
 
-    x, hidden = self._run_blocks(x, context, text_mask, modulation, rope, extras, extra_kv, return_hidden)
+    x, hidden = self._run_blocks(x, context, text_mask, modulation, rope, extras, extra_kv, layer_contexts,
+                                 return_hidden)
 
     mod = self.scale_shift_table[...].astype(jnp.float32) + temb[:, None]  # [B, 2, D]
     shift, scale = mod[:, 0:1], mod[:, 1:2]
@@ -696,19 +800,40 @@ class WanDiT(nnx.Module):
       if isinstance(value, list | tuple) and len(value) != 2:
         raise ModelError(f"cross[{name!r}] must be a context or a (context, mask) pair, got {len(value)} items")
       context, mask = value if isinstance(value, list | tuple) else (value, None)
-      if context.ndim != 3 or context.shape[0] != b or context.shape[-1] != streams[name]:
-        raise ModelError(f"cross[{name!r}] context must be [B, Lc, context_dim] = ({b}, Lc, {streams[name]}), got "
+      layers = self.config.num_layers
+      shared = context.ndim == 3 and context.shape[0] == b
+      per_layer = context.ndim == 4 and tuple(context.shape[:2]) == (layers, b)
+      if not (shared or per_layer) or context.shape[-1] != streams[name]:
+        raise ModelError(f"cross[{name!r}] context must be [B, Lc, context_dim] = ({b}, Lc, {streams[name]}) or per "
+                         f"layer [num_layers, B, Lc, context_dim] = ({layers}, {b}, Lc, {streams[name]}), got "
                          f"{tuple(context.shape)}")
-      if mask is not None and tuple(mask.shape) != tuple(context.shape[:2]):
-        raise ModelError(f"cross[{name!r}] mask must be [B, Lc] = {tuple(context.shape[:2])}, got {tuple(mask.shape)}")
+      if mask is not None and tuple(mask.shape) != tuple(context.shape[-3:-1]):
+        raise ModelError(f"cross[{name!r}] mask must be [B, Lc] = {tuple(context.shape[-3:-1])}, got "
+                         f"{tuple(mask.shape)}")
     for name, scale in (cross_scale or {}).items():
       if jnp.ndim(scale) and jnp.shape(scale) != (b,):
         raise ModelError(f"cross_scale[{name!r}] must be a scalar or [B] = ({b},), got shape {jnp.shape(scale)}")
 
-  def _extras(self, cross, cross_scale, extra_kv_rope, dtype) -> dict:
-    """The camjax inputs every block shares: cross-stream contexts projected to the width, extra_kv RoPE angles."""
+  def _check_semantic(self, b, semantic, semantic_mask):
     c = self.config
-    extras = {}
+    if semantic is None:
+      if semantic_mask is not None:
+        raise ModelError("semantic_mask was given without semantic")
+      return
+    if not c.object_attention_dim:
+      raise ModelError("semantic was given but the model was built with object_attention_dim=0")
+    if semantic.ndim != 3 or semantic.shape[0] != b or semantic.shape[-1] != c.object_attention_dim:
+      raise ModelError(f"semantic must be [B, P, object_attention_dim] = ({b}, P, {c.object_attention_dim}), got "
+                       f"{tuple(semantic.shape)}")
+    if semantic_mask is not None and tuple(semantic_mask.shape) != tuple(semantic.shape[:2]):
+      raise ModelError(f"semantic_mask must be [B, P] = {tuple(semantic.shape[:2])}, got {tuple(semantic_mask.shape)}")
+
+  def _extras(self, cross, cross_scale, extra_kv_rope, dtype) -> tuple[dict, dict]:
+    """The camjax inputs of the blocks: `(shared, per_layer)`. `shared` holds the cross streams `{name: (context
+    [B, Lc, D] projected to the width, or None for a per-layer context, mask, scale)}` and the extra_kv RoPE angles;
+    `per_layer` holds `{name: [num_layers, B, Lc, D]}` projected per-layer contexts (scanned with the layers)."""
+    c = self.config
+    extras, per_layer = {}, {}
     if cross:
       streams = {}
       for name in c.cross_stream_names:  # config order
@@ -717,33 +842,44 @@ class WanDiT(nnx.Module):
         value = cross[name]
         context, mask = value if isinstance(value, list | tuple) else (value, None)
         context = self.cross_embedders[name](context.astype(dtype))
-        context = sharding.constrain(context, ("act_batch", "act_text", "act_embed"))
-        streams[name] = (context, mask, (cross_scale or {}).get(name, 1.0))
+        scale = (cross_scale or {}).get(name, 1.0)
+        if context.ndim == 4:
+          per_layer[name] = sharding.constrain(context, (None, "act_batch", "act_text", "act_embed"))
+          streams[name] = (None, mask, scale)
+        else:
+          streams[name] = (sharding.constrain(context, ("act_batch", "act_text", "act_embed")), mask, scale)
       extras["cross"] = streams
     if extra_kv_rope is not None:
       extras["extra_kv_rope"] = rope_angles_from_positions(extra_kv_rope, c.head_dim, c.rope_theta)
-    return extras
+    return extras, per_layer
 
-  def _run_blocks(self, x, context, context_mask, modulation, rope, extras, extra_kv, return_hidden):
-    """The blocks over `x` (scanned or looped, under the remat policy): `(x, hidden [num_layers, B, N, D] or None)`."""
+  def _run_blocks(self, x, context, context_mask, modulation, rope, extras, extra_kv, layer_contexts, return_hidden):
+    """The blocks over `x` (scanned or looped, under the remat policy), with block l's `extra_kv[l]` and per-layer
+    cross contexts `layer_contexts[name][l]`: `(x, hidden [num_layers, B, N, D] or None)`."""
     c = self.config
     graphdef, state = nnx.split(self.blocks)
 
     def body(carry, xs):
-      layer_state, layer_kv = xs
+      layer_state, layer_kv, layer_ctx = xs
       block = nnx.merge(graphdef, layer_state)
       layer_extras = extras if layer_kv is None else {**extras, "extra_kv": layer_kv}
+      if layer_ctx:
+        streams = dict(extras["cross"])
+        for name, ctx in layer_ctx.items():
+          streams[name] = (ctx, *streams[name][1:])
+        layer_extras = {**layer_extras, "cross": streams}
       y = block(carry, context, context_mask, modulation, rope, layer_extras)
       return y, (y if return_hidden else None)
 
     policy = REMAT_POLICIES[c.remat]
     if c.remat != "none":
       body = jax.checkpoint(body, policy=policy, prevent_cse=not c.scan_layers)
+    xs = (state, extra_kv, layer_contexts)
     if c.scan_layers:
-      return jax.lax.scan(body, x, (state, extra_kv))
+      return jax.lax.scan(body, x, xs)
     hidden = []
     for i in range(c.num_layers):
-      x, y = body(x, jax.tree.map(lambda a, i=i: a[i], (state, extra_kv)))
+      x, y = body(x, jax.tree.map(lambda a, i=i: a[i], xs))
       hidden.append(y)
     return x, (jnp.stack(hidden) if return_hidden else None)
 
