@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from camjax.eval.camera import PROTOCOLS
+from camjax.eval.camera import ALL_PROTOCOLS, PROTOCOLS
 from camjax.errors import CamjaxError
 
 
@@ -31,7 +31,8 @@ def main(argv=None) -> int:
   parser.add_argument("--trials", type=int, default=3, help="SfM trials per video (seeds seed, seed+1, ...)")
   parser.add_argument("--mapper", default="global", choices=("global", "incremental"))
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
+  parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=ALL_PROTOCOLS,
+                      help="camera-error protocols (default: the CameraCtrl II family; also e.g. motionflow)")
   parser.add_argument("--min_registered", type=float, default=1.0,
                       help="fraction of frames SfM must register for a trial to count as a success")
   parser.add_argument("--intrinsics", choices=("frames", "original"),
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
   parser.add_argument("--following", type=int, default=0, metavar="N",
                       help="with --workdir: generate N held-out procedural scenes with the trained model, with its "
                       "cameras and with a null camera, and compare (PSNR/SSIM vs ground truth, camera error)")
+  parser.add_argument("--no_ground_truth_video", action="store_true",
+                      help="with --following: skip the ground-truth videos' SfM (the camera error's floor)")
   args = parser.parse_args(argv)
   if args.videos and not args.cameras:
     parser.error("--videos needs --cameras")
@@ -86,9 +89,11 @@ def _following(args) -> int:
                                    num_frames=explorer.num_frames, height=explorer.height, width=explorer.width,
                                    seed=args.seed, trials=args.trials, mapper=args.mapper,
                                    protocols=tuple(args.protocols), min_registered=args.min_registered,
-                                   skip_frames=args.skip_frames)
+                                   skip_frames=args.skip_frames, ground_truth_video=not args.no_ground_truth_video)
   print(f"camera following on {args.following} scenes; report: {out}/report.md")
-  for mode in (*following.MODES, *following.BASELINES):
+  for mode in (*following.MODES, *following.BASELINES, following.GROUND_TRUTH_VIDEO):
+    if mode not in result:
+      continue
     print(f"  {mode}: " + ", ".join(f"{k} {v:.4g}" for k, v in result[mode].items()))
   c = result["comparison"]
   print(f"  true camera beats reversed on {c['true_beats_reversed']} of {c['num_scenes']} scenes; mean PSNR true - "

@@ -18,6 +18,12 @@ Next to the three modes every table shows the trivial baselines of `camjax.eval.
 model call, no SfM): the first frame repeated (`repeat_first_frame`) and the scene's mean colour (`mean_colour`).
 PSNR/SSIM of every column are on the frames after the condition frames (`skip_frames`, default 1: the I2V first
 frame is the true one).
+
+The `ground_truth_video` row (issue #16; on by default, `ground_truth_video=False` skips its SfM) is the same camera
+accuracy (same trials, mapper, seeds, protocols, `min_registered`) of the scene's TRUE video against its true
+cameras: the SfM floor of the protocol, the error a model that rendered the scene perfectly would get (CameraCtrl
+II RotErr 0.05-0.4 degrees on 128x160 rendered clips, docs/evaluation.md). Its PSNR/SSIM would trivially be
+100 dB / 1 and are not reported.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from camjax.eval.camera import PROTOCOLS, camera_accuracy, summary
 from camjax.eval.errors import EvalError
 from camjax.eval.following_modes import MODES  # re-exported: `following.MODES`
 from camjax.eval.quality import BASELINES, frame_quality, mean_colour, repeat_first_frame
+from camjax.eval.report import GROUND_TRUTH_VIDEO, write_following_report
 from camjax.geometry.cameras import Cameras
 
 _BASELINE_VIDEOS = {"repeat_first_frame": repeat_first_frame, "mean_colour": mean_colour}  # from the ground truth
@@ -71,9 +78,9 @@ def _scene_fields(scene, index: int) -> tuple[np.ndarray, Cameras, str]:
 
 def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, trials: int = 3,
                      mapper: str = "global", seed: int = 0, protocols: Sequence[str] = PROTOCOLS,
-                     min_registered: float = 1.0, skip_frames: int = 1) -> dict:
+                     min_registered: float = 1.0, skip_frames: int = 1, ground_truth_video: bool = True) -> dict:
   """Scores `generate` on `scenes` with the cameras, a null camera and the reversed cameras, next to the trivial
-  baselines (module docstring).
+  baselines and the ground-truth video's SfM floor (module docstring).
 
   Args:
     generate: `generate(first_frame, cameras, caption, null_camera) -> uint8 [T, H, W, 3]`.
@@ -81,18 +88,22 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
       `render_scenes`, or `camjax.data.synthetic.render_scene`).
     trials, mapper, seed, protocols, min_registered: camera-accuracy settings (see `camera.camera_accuracy`).
     skip_frames: condition frames left out of PSNR/SSIM (frames `skip_frames..T-1` are scored).
+    ground_truth_video: also score the scenes' true videos' camera accuracy (the `"ground_truth_video"` row; one more
+      `camera_accuracy` per scene, about a third more SfM time).
 
   Returns:
     `{"camera": {...}, "null_camera": {...}, "reversed_camera": {...}, "repeat_first_frame": {...},
-    "mean_colour": {...}, "comparison": {...}, "num_scenes", "skip_frames", "per_scene": [...]}`: for each mode
-    (all scored against the scene's true video and cameras) the mean over scenes of `psnr` (dB), `ssim`,
-    `success_ratio` and every camera metric (`"cameractrl2/rot_err"`, ...; NaN-skipping means over the scenes where
-    SfM succeeded); for each baseline the mean `psnr` and `ssim` only (no SfM). `comparison` (see `compare`):
+    "mean_colour": {...}, "ground_truth_video": {...}, "comparison": {...}, "num_scenes", "skip_frames",
+    "per_scene": [...]}`: for each mode (all scored against the scene's true video and cameras) the mean over scenes
+    of `psnr` (dB), `ssim`, `success_ratio` and every camera metric (`"cameractrl2/rot_err"`, ...; NaN-skipping
+    means over the scenes where SfM succeeded); for each baseline the mean `psnr` and `ssim` only (no SfM); for
+    `"ground_truth_video"` (only with `ground_truth_video`) the mean `success_ratio`, `registered_ratio` and every
+    camera metric of the true video (no PSNR/SSIM). `comparison` (see `compare`):
     `true_beats_reversed` (number of scenes), mean `psnr_true_minus_reversed` / `psnr_true_minus_null` (dB) and
     `model_beats[baseline]["psnr" | "ssim"]` (bools). `per_scene` holds each scene's numbers (with its
     `true_beats_reversed`, `psnr_true_minus_reversed`, `psnr_true_minus_null`), the videos (`"videos"`, modes and
-    baselines), the ground truth, its cameras and the best SfM estimate per mode (`"estimated"`), for
-    `report.write_following_report`.
+    baselines), the ground truth, its cameras and the best SfM estimate per mode and of the ground-truth video
+    (`"estimated"`), for `report.write_following_report`.
 
   Raises:
     EvalError: a scene lacks frames/cameras, or `generate` returns a video of the wrong shape or dtype.
@@ -116,6 +127,11 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
       row[mode] = {**quality, **summary(acc)}
       row["videos"][mode] = video
       row["estimated"][mode] = acc["estimated_cameras"]
+    if ground_truth_video:  # the SfM floor: the same protocol on the true video
+      acc = camera_accuracy(gt, cams, trials=trials, mapper=mapper, seed=seed, protocols=protocols,
+                            min_registered=min_registered)
+      row[GROUND_TRUTH_VIDEO] = summary(acc)
+      row["estimated"][GROUND_TRUTH_VIDEO] = acc["estimated_cameras"]
     for name, make in _BASELINE_VIDEOS.items():
       row["videos"][name] = make(gt)
       row[name] = frame_quality(row["videos"][name], gt, skip_frames=skip_frames)
@@ -124,7 +140,7 @@ def camera_following(generate: Callable[..., np.ndarray], scenes: Sequence, *, t
     row["true_beats_reversed"] = bool(row["psnr_true_minus_reversed"] > 0)
     per_scene.append(row)
   out = {"per_scene": per_scene, "num_scenes": len(per_scene), "skip_frames": skip_frames}
-  for mode in (*MODES, *BASELINES):
+  for mode in (*MODES, *BASELINES, *((GROUND_TRUTH_VIDEO,) if ground_truth_video else ())):
     out[mode] = {}
     for k in per_scene[0][mode]:
       vals = np.array([r[mode][k] for r in per_scene], dtype=np.float64)
@@ -162,13 +178,12 @@ def run_following(generate: Callable[..., np.ndarray], num_scenes: int, out_dir,
     generate: as in `camera_following` (e.g. `camjax.explore.Explorer.following_generator()`).
     num_frames, height, width: the model's window.
     seed: scene and SfM seed.
-    **opts: `trials`, `mapper`, `protocols`, `min_registered` of `camera_following`.
+    **opts: `trials`, `mapper`, `protocols`, `min_registered`, `skip_frames`, `ground_truth_video` (default True: the
+      ground-truth video's SfM floor) of `camera_following`.
 
   Returns:
     `camera_following`'s result.
   """
-  from camjax.eval.report import write_following_report  # pylint: disable=import-outside-toplevel
-
   scenes = render_scenes(num_scenes, seed=2_000_000 + seed, num_frames=num_frames, height=height, width=width)
   result = camera_following(generate, scenes, seed=seed, **opts)
   write_following_report(out_dir, result)

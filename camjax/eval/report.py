@@ -420,27 +420,39 @@ def write_report(out_dir, result: dict) -> dict:
 
 
 _SCENE_CONTROLS = ("true_beats_reversed", "psnr_true_minus_reversed", "psnr_true_minus_null")
+# The SfM-floor row of `following.camera_following` (issue #16): the camera accuracy of each scene's true video
+# against its true cameras, under the same protocol as the generated videos. Defined here (following imports report,
+# never the reverse).
+GROUND_TRUTH_VIDEO = "ground_truth_video"
+GROUND_TRUTH_NAME = "ground-truth video (SfM floor)"
 
 
 def write_following_report(out_dir, result: dict, title: str = "Camera following on procedural scenes") -> dict:
   """Report of `following.camera_following`: a table of its modes (camera-conditioned, null camera, reversed
-  camera) next to the trivial baselines (repeat first frame, mean colour), the controls (true vs reversed and null
-  camera per scene, model vs baselines), per-scene rows, strips (ground truth, then one row per mode and baseline)
-  and frusta; writes `report.md` and `metrics.json` into `out_dir`."""
+  camera) next to the trivial baselines (repeat first frame, mean colour) and, when the result has it, the
+  ground-truth video's camera accuracy (`GROUND_TRUTH_VIDEO`, the last column: the SfM floor; `–` for its
+  PSNR/SSIM, which would trivially be 100 dB / 1), the controls (true vs reversed and null camera per scene, model
+  vs baselines, model vs the SfM floor), per-scene rows, strips (ground truth, then one row per mode and baseline)
+  and frusta (conditioning cameras, the camera-conditioned video's SfM estimate and the ground-truth video's);
+  writes `report.md` and `metrics.json` into `out_dir`."""
   from camjax.geometry.plot import plot_trajectories
 
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   modes = tuple(m for m in MODES if m in result)
-  cols = modes + tuple(b for b in BASELINES if b in result)
-  names = {**MODE_NAMES, **{b: f"baseline: {BASELINE_NAMES[b]}" for b in BASELINES}}
+  cols = modes + tuple(b for b in (*BASELINES, GROUND_TRUTH_VIDEO) if b in result)
+  names = {**MODE_NAMES, **{b: f"baseline: {BASELINE_NAMES[b]}" for b in BASELINES},
+           GROUND_TRUTH_VIDEO: GROUND_TRUTH_NAME}
   frames = frames_label(result.get("skip_frames", 1))
   keys = list(result["camera"])
   label = {"psnr": f"PSNR dB ({frames})", "ssim": f"SSIM ({frames})"}
   lines = [f"# {title}", "", f"{result['num_scenes']} procedurally rendered scenes; the same model generates each "
            "with its cameras, with a null camera and with the reversed trajectory; every video is scored against "
            "the scene's true video and cameras (docs/evaluation.md). The baselines are built from the true video "
-           "without a model (no SfM run on them: `–`).", "",
+           "without a model (no SfM run on them: `–`)."
+           + (f" The {GROUND_TRUTH_NAME} column is the same SfM protocol run on the scene's true video against its "
+              "true cameras: the camera error of a perfect video (no PSNR/SSIM: `–`)." if GROUND_TRUTH_VIDEO in cols
+              else ""), "",
            "| metric | " + " | ".join(names[m] for m in cols) + " |", "|---" * (len(cols) + 1) + "|"]
   lines += [f"| {label.get(k, k)} | " + " | ".join(_fmt(result[m].get(k)) for m in cols) + " |" for k in keys]
   lines += _following_controls(result, frames)
@@ -452,7 +464,8 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
     lines.append("| mode | " + " | ".join(label.get(k, k) for k in keys) + " |")
     lines.append("|---" * (len(keys) + 1) + "|")
     for m in cols:
-      lines.append(f"| {m} | " + " | ".join(_fmt(r[m].get(k)) for k in keys) + " |")
+      if m in r:
+        lines.append(f"| {m} | " + " | ".join(_fmt(r[m].get(k)) for k in keys) + " |")
     if "psnr_true_minus_reversed" in r:
       lines.append(f"\nPSNR true − reversed camera: {_signed(r['psnr_true_minus_reversed'])} dB (true beats "
                    f"reversed: {'yes' if r['true_beats_reversed'] else 'no'}); true − null camera: "
@@ -467,8 +480,11 @@ def write_following_report(out_dir, result: dict, title: str = "Camera following
     if est is not None and r.get("cameras") is not None:
       gt = r["cameras"]
       if est.num_frames == gt.num_frames:
-        plot_trajectories({"conditioning (GT)": gt, "estimated (aligned)": aligned_estimate(est, gt)},
-                          out_dir / f"frusta_scene{i}.png", every=max(1, gt.num_frames // 8))
+        paths = {"conditioning (GT)": gt, "estimated (aligned)": aligned_estimate(est, gt)}
+        floor = r["estimated"].get(GROUND_TRUTH_VIDEO)
+        if floor is not None and floor.num_frames == gt.num_frames:
+          paths["ground-truth video, estimated (aligned)"] = aligned_estimate(floor, gt)
+        plot_trajectories(paths, out_dir / f"frusta_scene{i}.png", every=max(1, gt.num_frames // 8))
         lines.append(f"![scene {i} cameras](frusta_scene{i}.png)")
     lines.append("")
   per_scene_keys = ("scene", "caption", "trajectory", *cols, *_SCENE_CONTROLS)
@@ -501,6 +517,12 @@ def _following_controls(result: dict, frames: str) -> list[str]:
     for k, unit in (("psnr", " dB"), ("ssim", "")):
       lines.append(f"| camera-conditioned beats {BASELINE_NAMES[b]} in mean {k.upper()} | "
                    f"{'yes' if beats[k] else 'no'} ({_fmt(result['camera'][k])} vs {_fmt(result[b][k])}{unit}) |")
+  floor = result.get(GROUND_TRUTH_VIDEO, {})
+  headers = dict(TABLE_COLUMNS)
+  for k in ("success_ratio", *(k for k in result["camera"] if k.endswith("/rot_err") and k in floor)):
+    if k in floor:
+      lines.append(f"| camera-conditioned vs {GROUND_TRUTH_NAME}: {headers.get(k, k)} | "
+                   f"{_fmt(result['camera'][k])} vs {_fmt(floor[k])} |")
   lines += ["", "| scene | trajectory | PSNR dB camera | PSNR dB reversed | true − reversed dB | true beats reversed "
             "| PSNR dB null | true − null dB | PSNR dB repeat first frame |", "|---" * 9 + "|"]
   for r in result["per_scene"]:

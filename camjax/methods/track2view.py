@@ -16,6 +16,10 @@
   invalid in the source), a random `train.track_keep` fraction of the tracks kept.
 * Sampling: text classifier-free guidance (`sample.w_text`) with the objective's sampler; `tracks="zero"` zeroes the
   tracks (the control without conditioning).
+* End of run (`evaluate_pairs`): held-out pairs, the target view against the true one (PSNR / SSIM, matched
+  keypoints) next to the zeroed-tracks control and the trivial baselines, and the camera error of the target view
+  against the target trajectory (Track2View's RotErr / TransErr by SfM, issue #18), the true target view's being
+  the SfM floor.
 """
 
 from __future__ import annotations
@@ -187,7 +191,9 @@ class Track2View(Method):
     """The target view of `eval.pairs` held-out procedural pairs (scene seeds from 3,000,000 + seed, never trained
     on) with the tracks and with the tracks zeroed (the control), next to "copy the source video", "repeat the first
     frame" and "mean colour", PSNR / SSIM against the true target view on frames 1..T-1 (frame 0 is shared by the
-    views) -> `workdir/eval_pairs/` (report.md, metrics.json, strip_<i>.png)."""
+    views), and (unless `eval.camera_errors` is False) the Track2View RotErr / TransErr of the target view, the
+    control, copy-the-source and the true target view (the SfM floor) against the target trajectory by SfM
+    (`eval.trials` trials per video) -> `workdir/eval_pairs/` (report.md, metrics.json, strip_<i>.png)."""
     n = int(config.eval.get("pairs", 0))
     if not n or jax.process_count() > 1:
       return
@@ -197,22 +203,89 @@ class Track2View(Method):
 
 MODES = ("tracks", "zero_tracks")
 COLUMNS = ("tracks", "zero_tracks", "copy_source", "repeat_first_frame", "mean_colour")
+# Videos whose camera error against the TARGET trajectory the pair report gives (issue #18): the target view, the
+# zeroed-tracks control, copy-the-source (it moves like the source, not the target) and the true target view (the SfM
+# floor). The other baselines have no camera motion to estimate.
+CAMERA_COLUMNS = ("tracks", "zero_tracks", "copy_source", "true_target")
+CAMERA_KEYS = ("success_ratio", "track2view/rot_err", "track2view/trans_err")
+NAMES = {"tracks": "Track2View", "zero_tracks": "tracks zeroed (control)", "copy_source": "copy the source",
+         "repeat_first_frame": "repeat first frame", "mean_colour": "mean colour",
+         "true_target": "true target view (SfM floor)"}
 
 
-def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: int, out_dir) -> dict:
-  """Scores the model on `num_pairs` held-out pairs and writes the report (see `Track2View.evaluate_at_end`)."""
+def camera_options(config, camera_errors: bool | None = None) -> dict | None:
+  """The `camera_accuracy` settings of the pair report from `config.eval` (`trials`, optional `mapper`,
+  `min_registered`; `seed`), or None when camera errors are off (`camera_errors`, default `eval.camera_errors`,
+  itself default True)."""
+  on = config.eval.get("camera_errors", True) if camera_errors is None else camera_errors
+  if not on:
+    return None
+  return dict(trials=int(config.eval.get("trials", 1)), mapper=str(config.eval.get("mapper", "global")),
+              seed=int(config.seed), min_registered=float(config.eval.get("min_registered", 1.0)))
+
+
+def target_camera_errors(video, ex, **opts) -> dict:
+  """Track2View RotErr / TransErr of `video` against the pair's target trajectory (REFERENCE.md section 5: poses
+  relative to frame 0, RotErr the mean geodesic angle in DEGREES, TransErr the mean distance after scale alignment
+  on the first two frames, target units), by SfM with the target intrinsics held fixed
+  (`camjax.eval.camera.camera_accuracy`, protocol "track2view").
+
+  Args:
+    video: uint8 `[T, H, W, 3]` (generated, a baseline or the true target view).
+    ex: the pair (`paired_example`): `tgt_K [T, 3, 3]` pixels, `tgt_w2c [T, 4, 4]`, `tgt_frames` for the size.
+    **opts: `trials`, `mapper`, `seed`, `min_registered` of `camera_accuracy`.
+
+  Returns:
+    `camera.summary` of the result (`success_ratio`, `registered_ratio`, `track2view/rot_err`, `..._std`,
+    `track2view/trans_err`, `..._std`; NaN where undefined) and `camera_note`: why the errors are NaN (every SfM
+    trial failed: their messages; or the protocol is undefined, e.g. no translation between the first two frames),
+    else None.
+
+  Raises:
+    EvalError: the video does not match the target cameras (frame count, size, dtype).
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from camjax.eval.camera import camera_accuracy, summary  # pylint: disable=import-outside-toplevel
+  from camjax.geometry.cameras import Cameras  # pylint: disable=import-outside-toplevel
+
+  h, w = np.asarray(ex["tgt_frames"]).shape[1:3]
+  cams = Cameras(K=np.asarray(ex["tgt_K"], np.float64), w2c=np.asarray(ex["tgt_w2c"], np.float64), height=h, width=w)
+  acc = camera_accuracy(video, cams, protocols=("track2view",), **opts)
+  out = summary(acc)
+  note = None
+  if not acc["successful_trials"]:
+    note = f"SfM failed in all {acc['trials']} trials: " + "; ".join(
+        dict.fromkeys(str(t["error"]) for t in acc["per_trial"] if t["error"]))
+  elif not all(np.isfinite(out[k]) for k in CAMERA_KEYS):
+    note = "; ".join(dict.fromkeys(str(t["track2view_note"]) for t in acc["per_trial"] if t.get("track2view_note")))
+    note = note or "no kept trial has a finite error"
+  out["camera_note"] = note
+  return out
+
+
+def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: int, out_dir, *,
+                   camera_errors: bool | None = None) -> dict:
+  """Scores the model on `num_pairs` held-out pairs and writes the report (see `Track2View.evaluate_at_end`).
+
+  Args:
+    camera_errors: also estimate the cameras of the target view, the zeroed-tracks control, copy-the-source and the
+      true target view by SfM and give their Track2View RotErr / TransErr against the target trajectory (default:
+      `config.eval.camera_errors`, itself default True; `config.eval.trials` SfM trials per video).
+
+  Returns:
+    `{"num_pairs", "aggregate": {column: {"psnr", "ssim", "target_matches", "source_matches"[, CAMERA_KEYS]},
+    "true_target": {"source_matches"[, CAMERA_KEYS]}}, "model_beats", "per_pair": [...], "camera_settings"}`:
+    camera means skip pairs where the error is undefined (NaN when it is undefined on every pair); per pair, each
+    camera column also has `registered_ratio`, the `_std` over trials and `camera_note` (why undefined, or None).
+  """
   import dataclasses  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
   from pathlib import Path  # pylint: disable=import-outside-toplevel
 
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from camjax.data.pairs import paired_example  # pylint: disable=import-outside-toplevel
-  from camjax.eval.quality import baseline_scores  # pylint: disable=import-outside-toplevel
-  from camjax.eval.quality import copy_source, mean_colour, repeat_first_frame  # pylint: disable=import-outside-toplevel
-  from camjax.eval.report import jsonable, strip, write_png  # pylint: disable=import-outside-toplevel
-  from camjax.eval.sync import sync_scores  # pylint: disable=import-outside-toplevel
-  from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+  from camjax.eval.report import strip, write_png  # pylint: disable=import-outside-toplevel
   from camjax.methods.base import generate, host_batch, merge  # pylint: disable=import-outside-toplevel
 
   d = config.data
@@ -220,6 +293,7 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
   fns = {mode: jax.jit(lambda w, batch, rng, z=(mode == "zero_tracks"): method.sample(merge(static, w), static, batch,
                                                                                        rng, zero_tracks=z))
          for mode in MODES}
+  cam_opts = camera_options(config, camera_errors)
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = []
@@ -233,30 +307,85 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
     for mode, fn in fns.items():
       video = generate(weights, fn, batch, mesh, jax.random.key(int(config.seed) + i))[0]
       videos[mode] = np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    rows.append({"pair": i, **score_pair(ex, videos, cam_opts)})
     gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
-    scores = baseline_scores(gt, videos["tracks"], source=src)
-    row = {"pair": i, "caption": str(ex["caption"]), "tracks": scores.pop("model"),
-           "zero_tracks": baseline_scores(gt, videos["zero_tracks"])["model"], **scores}
-    candidates = {"tracks": videos["tracks"], "zero_tracks": videos["zero_tracks"], "copy_source": copy_source(src),
-                  "repeat_first_frame": repeat_first_frame(gt), "mean_colour": mean_colour(gt)}
-    for c, video in candidates.items():
-      row[c]["target_matches"] = sync_scores(gt, video)["matches"]
-      row[c]["source_matches"] = sync_scores(src, video)["matches"]
-    row["true_target_source_matches"] = sync_scores(src, gt)["matches"]
-    rows.append(row)
     write_png(out_dir / f"strip_{i}.png", strip([gt, src, videos["tracks"], videos["zero_tracks"]]))
+  result = aggregate_pairs(rows)
+  result["camera_settings"] = cam_opts
+  write_pair_report(out_dir, result, seed=int(config.seed))
+  return result
+
+
+def score_pair(ex, videos: dict, camera_opts: dict | None = None) -> dict:
+  """One pair's row of the report: PSNR / SSIM against the true target view on frames 1..T-1 and matched
+  keypoints (`camjax.eval.sync`) of every column of `COLUMNS`, and with `camera_opts` (`camera_options`) the
+  Track2View camera errors of `CAMERA_COLUMNS` against the target trajectory (`target_camera_errors`).
+
+  Args:
+    ex: the pair (`paired_example`).
+    videos: `{"tracks": uint8 [T, H, W, 3], "zero_tracks": ...}` generated for it.
+  """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from camjax.eval.quality import baseline_scores  # pylint: disable=import-outside-toplevel
+  from camjax.eval.quality import copy_source, mean_colour, repeat_first_frame  # pylint: disable=import-outside-toplevel
+  from camjax.eval.sync import sync_scores  # pylint: disable=import-outside-toplevel
+
+  gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
+  scores = baseline_scores(gt, videos["tracks"], source=src)
+  row = {"caption": str(ex["caption"]), "tracks": scores.pop("model"),
+         "zero_tracks": baseline_scores(gt, videos["zero_tracks"])["model"], **scores}
+  candidates = {"tracks": videos["tracks"], "zero_tracks": videos["zero_tracks"], "copy_source": copy_source(src),
+                "repeat_first_frame": repeat_first_frame(gt), "mean_colour": mean_colour(gt)}
+  for c, video in candidates.items():
+    row[c]["target_matches"] = sync_scores(gt, video)["matches"]
+    row[c]["source_matches"] = sync_scores(src, video)["matches"]
+  row["true_target_source_matches"] = sync_scores(src, gt)["matches"]
+  if camera_opts is not None:
+    candidates["true_target"] = gt
+    row["true_target"] = {}
+    for c in CAMERA_COLUMNS:
+      row[c].update(target_camera_errors(candidates[c], ex, **camera_opts))
+  return row
+
+
+def aggregate_pairs(rows: list) -> dict:
+  """Means over pairs of `score_pair` rows (camera errors: NaN-skipping means, NaN when undefined on every pair)
+  and whether Track2View beats each other column (`model_beats`, PSNR / SSIM / target matches)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  def mean(vals):
+    vals = np.asarray(vals, np.float64)
+    return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+
   keys = ("psnr", "ssim", "target_matches", "source_matches")
   agg = {c: {k: float(np.mean([r[c][k] for r in rows])) for k in keys} for c in COLUMNS}
   agg["true_target"] = {"source_matches": float(np.mean([r["true_target_source_matches"] for r in rows]))}
+  if "true_target" in rows[0]:
+    for c in CAMERA_COLUMNS:
+      agg[c].update({k: mean([r[c][k] for r in rows]) for k in CAMERA_KEYS})
   beats = {b: {k: bool(agg["tracks"][k] > agg[b][k]) for k in ("psnr", "ssim", "target_matches")}
            for b in ("zero_tracks", "copy_source", "repeat_first_frame", "mean_colour")}
-  result = {"num_pairs": num_pairs, "aggregate": agg, "model_beats": beats, "per_pair": rows}
+  return {"num_pairs": len(rows), "aggregate": agg, "model_beats": beats, "per_pair": rows}
+
+
+def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
+  """`report.md` and `metrics.json` of `evaluate_pairs`' result into `out_dir` (the strips are written there by
+  `evaluate_pairs`)."""
+  import json  # pylint: disable=import-outside-toplevel
+  from pathlib import Path  # pylint: disable=import-outside-toplevel
+
+  from camjax.eval.report import jsonable  # pylint: disable=import-outside-toplevel
+  from camjax.io import atomic_write  # pylint: disable=import-outside-toplevel
+
+  out_dir = Path(out_dir)
+  agg, beats, rows, num_pairs = result["aggregate"], result["model_beats"], result["per_pair"], result["num_pairs"]
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
-  names = {"tracks": "Track2View", "zero_tracks": "tracks zeroed (control)", "copy_source": "copy the source",
-           "repeat_first_frame": "repeat first frame", "mean_colour": "mean colour"}
+  names = NAMES
+  keys = ("psnr", "ssim", "target_matches", "source_matches")
   lines = ["# Track2View on held-out procedural pairs", "",
-           f"{num_pairs} pairs (scene seeds 3,000,000 + {config.seed} ...), target view against the true target "
+           f"{num_pairs} pairs (scene seeds 3,000,000 + {seed} ...), target view against the true target "
            "view on frames 1..T-1 (frame 0 is shared). Strips: true target / source / Track2View / tracks zeroed.",
            "Matched keypoints (`camjax.eval.sync`: SIFT + ratio test + RANSAC inliers per frame pair of one timestamp, "
            "a stand-in for the paper's GIM-LightGlue): `target matches` against the true target view (agreement with "
@@ -271,12 +400,48 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
   yes = lambda v: "yes" if v else "no"
   lines += [f"| {names[b]} | {yes(v['psnr'])} | {yes(v['ssim'])} | {yes(v['target_matches'])} |"
             for b, v in beats.items()]
+  lines += _camera_lines(result)
   lines += ["", "| pair | " + " | ".join(f"PSNR {names[c]}" for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
   lines += [f"| {r['pair']} | " + " | ".join(f"{r[c]['psnr']:.2f}" for c in COLUMNS) + " |" for r in rows]
   lines += ["", *[f"![pair {r['pair']}](strip_{r['pair']}.png)" for r in rows], ""]
   with atomic_write(out_dir / "report.md") as f:
     f.write("\n".join(lines))
-  return result
+
+
+def _camera_lines(result: dict) -> list[str]:
+  """The camera-error section of the pair report (no lines when camera errors were off)."""
+  import math  # pylint: disable=import-outside-toplevel
+
+  from camjax.eval.report import table_cell  # pylint: disable=import-outside-toplevel
+
+  opts, agg = result.get("camera_settings"), result["aggregate"]
+  if not opts or "success_ratio" not in agg["tracks"]:
+    return []
+  fmt = lambda v: f"{v:.4g}" if math.isfinite(v) else "–"
+  lines = ["", "## Camera error against the target trajectory (Track2View protocol)", "",
+           f"SfM (`camjax.eval.camera.camera_accuracy`: {opts['trials']} trial(s) per video, {opts['mapper']} mapper, "
+           f"the target intrinsics held fixed, success = at least {opts['min_registered']:.0%} of the frames "
+           "registered) on each video, compared with the TARGET cameras: RotErr is the mean geodesic angle relative "
+           "to frame 0 in degrees, TransErr the mean camera-position distance after scale alignment on the first "
+           "two frames (target units). The true target view is the SfM floor (a perfect target view scores it); "
+           "copying the source has the source's motion. Means over the pairs where SfM succeeded; `–` = undefined "
+           "on every pair (reasons below).", "",
+           "| metric | " + " | ".join(NAMES[c] for c in CAMERA_COLUMNS) + " |",
+           "|---" * (len(CAMERA_COLUMNS) + 1) + "|"]
+  labels = {"success_ratio": "SfM success ratio", "track2view/rot_err": "RotErr° (T2V)",
+            "track2view/trans_err": "TransErr (T2V)"}
+  for k in CAMERA_KEYS:
+    lines.append(f"| {labels[k]} | " + " | ".join(fmt(agg[c][k]) for c in CAMERA_COLUMNS) + " |")
+  lines += ["", "| pair | " + " | ".join(f"RotErr° {NAMES[c]}" for c in CAMERA_COLUMNS) + " |",
+            "|---" * (len(CAMERA_COLUMNS) + 1) + "|"]
+  lines += [f"| {r['pair']} | " + " | ".join(fmt(r[c]["track2view/rot_err"]) for c in CAMERA_COLUMNS) + " |"
+            for r in result["per_pair"]]
+  notes = [(r["pair"], c, r[c]["camera_note"]) for r in result["per_pair"] for c in CAMERA_COLUMNS
+           if r[c].get("camera_note")]
+  if notes:
+    lines += ["", "| pair | video | why the camera error is undefined |", "|---|---|---|"]
+    lines += [f"| {p} | {NAMES[c]} | {table_cell(n)} |" for p, c, n in notes]
+  return lines
 
 
 METHOD = Track2View()

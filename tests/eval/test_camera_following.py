@@ -95,10 +95,27 @@ def test_camera_following_ground_truth_vs_frozen_frame(clip, tmp_path):
   # The null-camera fake is the frozen first frame: the repeat-first-frame baseline, computed without a model.
   assert res["repeat_first_frame"]["psnr"] == pytest.approx(null["psnr"]) and res["mean_colour"]["psnr"] < 30
   assert res["comparison"]["true_beats_reversed"] == 1 and res["comparison"]["psnr_true_minus_reversed"] > 60
+  # Issue #16: the ground-truth video's own camera error, the SfM floor of the protocol (0.05-0.4 degrees CameraCtrl
+  # II RotErr on rendered 128x160 clips, docs/evaluation.md), in the mean and per scene; no PSNR/SSIM for it.
+  floor = res["ground_truth_video"]
+  assert floor["success_ratio"] == 1.0 and 0.0 < floor["cameractrl2/rot_err"] < 0.5
+  assert floor["track2view/rot_err"] < 1.0 and np.isfinite(floor["cami2v/cammc"]) and "psnr" not in floor
+  assert res["per_scene"][0]["ground_truth_video"] == floor and res["per_scene"][0]["estimated"]["ground_truth_video"]
+  # This fake returns the ground truth for the true camera: the same SfM (1 thread, same seed) gives the same numbers.
+  assert floor["cameractrl2/rot_err"] == cam["cameractrl2/rot_err"]
   out = write_following_report(tmp_path, res)
   text = (tmp_path / "report.md").read_text()
   assert "| PSNR dB (frames 1..T-1) | 100 |" in text and "reversed camera" in text
   assert "baseline: repeat first frame" in text and (tmp_path / "strip_scene0.png").is_file()
   assert (tmp_path / "frusta_scene0.png").is_file() and out["camera"]["success_ratio"] == 1.0
+  header = next(line for line in text.splitlines() if line.startswith("| metric |"))
+  assert header.endswith("| baseline: mean colour | ground-truth video (SfM floor) |")
+  rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+  assert rows["| PSNR dB (frames 1..T-1)"].endswith("| – |") and "inf" not in text
+  assert rows["| cameractrl2/rot_err"].endswith(f"| {floor['cameractrl2/rot_err']:.4g} |")
+  assert "| ground_truth_video | – | – | 1 | 1 |" in text  # the per-scene table
+  assert "| camera-conditioned vs ground-truth video (SfM floor): RotErr° (CC2) |" in text  # the controls
+  assert out["ground_truth_video"]["cameractrl2/rot_err"] == pytest.approx(floor["cameractrl2/rot_err"])
+  assert out["per_scene"][0]["ground_truth_video"]["success_ratio"] == 1.0
   with pytest.raises(EvalError, match="generate returned"):
     camera_following(lambda f, c, t, null_camera: clip.frames[:5], [clip], trials=1)

@@ -9,6 +9,7 @@ import pytest
 
 from camjax import geometry as g
 from camjax.eval import EvalError, evaluate_videos, find_samples, latest_step_dir, render_scenes
+from camjax.eval.following import run_following
 from camjax.eval.__main__ import main
 
 pytest.importorskip("pycolmap")
@@ -145,3 +146,40 @@ def test_decode_error_with_ffmpeg_banner_stays_in_its_table_row(workdir, tmp_pat
   assert len(rows) == 1 and rows[0].startswith("| broken | error: ") and "cannot decode video" in rows[0]
   unescaped = lambda line: len(re.findall(r"(?<!\\)\|", line))  # noqa: E731
   assert unescaped(rows[0]) == unescaped(header) and len(rows[0]) < 400
+
+
+def _frozen(first_frame, cameras, caption, null_camera):
+  """A 'model' that never moves: the first frame repeated (its SfM fails; the ground-truth video's need not)."""
+  del caption, null_camera
+  return np.repeat(first_frame[None], cameras.num_frames, axis=0)
+
+
+def test_following_report_ground_truth_row_and_its_switch(tmp_path):
+  """Issue #16: `run_following` (the main job's and the CLI's entry point) adds the ground-truth video's SfM floor
+  as the last column of the following report and to metrics.json by default; `ground_truth_video=False` (passed
+  through its options) leaves it out. Toy 32x40 scenes, 1 SfM trial: the floor's numbers may be undefined (`–`)."""
+  size = dict(num_frames=5, height=32, width=40, trials=1, protocols=("cameractrl2",))
+  res = run_following(_frozen, 2, tmp_path / "on", **size)
+  floor = res["ground_truth_video"]
+  assert set(floor) == {"success_ratio", "registered_ratio", "cameractrl2/rot_err", "cameractrl2/rot_err_std",
+                        "cameractrl2/trans_err", "cameractrl2/trans_err_std"}  # camera metrics only, no PSNR/SSIM
+  per_scene = [r["ground_truth_video"]["success_ratio"] for r in res["per_scene"]]
+  assert floor["success_ratio"] == pytest.approx(np.mean(per_scene)) and 0.0 <= floor["success_ratio"] <= 1.0
+  saved = json.loads((tmp_path / "on" / "metrics.json").read_text())
+  assert saved["ground_truth_video"]["success_ratio"] == pytest.approx(floor["success_ratio"])
+  assert [r["ground_truth_video"]["success_ratio"] for r in saved["per_scene"]] == pytest.approx(per_scene)
+  lines = (tmp_path / "on" / "report.md").read_text().splitlines()
+  header = next(line for line in lines if line.startswith("| metric |"))
+  assert header.endswith("| baseline: mean colour | ground-truth video (SfM floor) |")
+  row = next(line for line in lines if line.startswith("| SSIM (frames 1..T-1) |")).split(" | ")
+  assert row[-1] == "– |" and len(row) == len(header.split(" | "))  # no trivial SSIM 1 for the ground truth
+  success = next(line for line in lines if line.startswith("| success_ratio |"))
+  # The frozen 'model' never registers; the floor is whatever SfM makes of the toy scenes.
+  assert success == f"| success_ratio | 0 | 0 | 0 | – | – | {floor['success_ratio']:.4g} |"
+  assert sum(line.startswith("| ground_truth_video |") for line in lines) == 2  # one row per scene table
+
+  off = run_following(_frozen, 1, tmp_path / "off", ground_truth_video=False, **size)
+  assert "ground_truth_video" not in off and "ground_truth_video" not in off["per_scene"][0]
+  assert "ground_truth_video" not in json.loads((tmp_path / "off" / "metrics.json").read_text())
+  text = (tmp_path / "off" / "report.md").read_text()
+  assert "SfM floor" not in text and "| metric | camera-conditioned |" in text
