@@ -4,7 +4,9 @@ A scene is a room (textured ground and walls, sky above the walls) holding a few
 cylinders), some moving (linear, circular, bouncing, spinning). One or more cameras share their first pose and follow
 geometry presets or random compositions of them, in metres. A NumPy ray caster renders, per camera and frame, RGB,
 metric depth (camera z, metres; 0 where the ray sees the sky), and the surface hit; ground-truth 3D point tracks
-(world xyz and depth-tested visibility) follow points sampled on the first frame.
+(world xyz and depth-tested visibility) follow points sampled on the first frame. It casts a few frames' rays per
+NumPy batch and intersects each object only with the rays through its bounding sphere; every frame keeps the bits of
+a one-frame render (`render_frames`).
 
 World axes follow OpenCV: y points DOWN, the ground is the plane y = 0 (objects stand at y < 0).
 
@@ -12,13 +14,17 @@ World axes follow OpenCV: y points DOWN, the ground is the plane y = 0 (objects 
 
 writes a TFDS/ArrayRecord dataset (see camjax.data.records) that camjax.data.pipeline reads, with a provenance file
 (its arguments): a re-run with the same arguments reuses it, one with other arguments refuses unless given
-`--overwrite` (which replaces the dataset atomically).
+`--overwrite` (which replaces the dataset atomically). Scenes render in `--workers` processes (default: one per idle
+core for 64 scenes or more; `render_records`); the records do not depend on it.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Sequence
+import itertools
+import os
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -42,6 +48,9 @@ _LIGHT = np.array([0.4, -1.0, -0.3]) / np.linalg.norm([0.4, -1.0, -0.3])  # towa
 
 
 # --------------------------------------------------------------------------------------------------- textures
+_HASH_PRIMES = (73856093, 19349663, 83492791)  # per lattice axis (the spatial hash of Teschner et al. 2003)
+
+
 def _hash3(ix, iy, iz, seed):
   """Deterministic pseudo-random floats in [0, 1) per integer lattice point."""
   h = (ix.astype(np.int64) * 73856093) ^ (iy.astype(np.int64) * 19349663) ^ (iz.astype(np.int64) * 83492791)
@@ -51,26 +60,59 @@ def _hash3(ix, iy, iz, seed):
   return (h & 0xFFFF).astype(np.float64) / 65536.0
 
 
+def _mix(h: np.ndarray) -> np.ndarray:
+  """The final mixing of `_hash3` on uint32 keys (in place), as floats in [0, 1).
+
+  Every step of `_hash3` masks to 32 bits and its products fit in int64, so wrapping uint32 arithmetic gives the same
+  bits at half the memory traffic.
+  """
+  h ^= h >> np.uint32(13)
+  h *= np.uint32(1274126177)
+  h ^= h >> np.uint32(16)
+  h &= np.uint32(0xFFFF)
+  out = h.astype(np.float64)
+  out *= 1.0 / 65536.0  # a power of two: the same bits as dividing
+  return out
+
+
 def value_noise(points: np.ndarray, seed: int, frequency: float = 4.0, octaves: int = 4) -> np.ndarray:
-  """Fractal 3D value noise in [0, 1] at `points [..., 3]` (metres): smooth blobs from coarse to fine."""
+  """Fractal 3D value noise in [0, 1] at `points [..., 3]` (metres): smooth blobs from coarse to fine.
+
+  Trilinear interpolation (smoothstep weights) of `_hash3` lattice values, octaves halving in amplitude. The lattice
+  keys are built per axis once per octave (`(i + 1) * P = i * P + P` modulo 2^32) and combined with XOR per corner;
+  the floating-point operations and their order are those of the per-corner formula, so the values are bit-identical
+  to it.
+  """
+  points = np.asarray(points)
+  shape = points.shape[:-1]
+  scaled = [np.ascontiguousarray(points[..., a]).reshape(-1) * frequency for a in range(3)]
   total, amplitude, norm = 0.0, 1.0, 0.0
   for octave in range(octaves):
-    p = points * frequency * (2.0**octave)
-    i = np.floor(p)
-    f = p - i
-    f = f * f * (3 - 2 * f)  # smoothstep
-    i = i.astype(np.int64)
-    acc = 0.0
+    weights, keys = [], []
+    for a, prime in enumerate(_HASH_PRIMES):
+      p = scaled[a] * (2.0**octave)
+      i = np.floor(p)
+      f = p - i
+      f = f * f * (3 - 2 * f)  # smoothstep
+      key = i.astype(np.int64).astype(np.uint32)
+      key *= np.uint32(prime)
+      keys.append((key, key + np.uint32(prime)))
+      weights.append((1 - f, f))
+    salt = np.uint32(((seed + octave) * 2654435761) & 0xFFFFFFFF)
+    keys_z = [k ^ salt for k in keys[2]]
+    acc = None
     for dx in (0, 1):
       for dy in (0, 1):
+        w_xy = weights[0][dx] * weights[1][dy]
+        k_xy = keys[0][dx] ^ keys[1][dy]
         for dz in (0, 1):
-          w = (f[..., 0] if dx else 1 - f[..., 0]) * (f[..., 1] if dy else 1 - f[..., 1]) * \
-              (f[..., 2] if dz else 1 - f[..., 2])
-          acc = acc + w * _hash3(i[..., 0] + dx, i[..., 1] + dy, i[..., 2] + dz, seed + octave)
+          term = w_xy * weights[2][dz]
+          term *= _mix(k_xy ^ keys_z[dz])
+          acc = term if acc is None else np.add(acc, term, out=acc)
     total = total + amplitude * acc
     norm += amplitude
     amplitude *= 0.5
-  return total / norm
+  return (total / norm).reshape(shape)
 
 
 # ----------------------------------------------------------------------------------------------------- scene
@@ -88,17 +130,26 @@ class SceneObject:
 
   def pose(self, time: float) -> tuple[np.ndarray, np.ndarray]:
     """(R [3, 3] object-to-world, centre [3]) at `time` seconds."""
-    x, z = self.start
-    y = -self.size[1]
+    R, centre = self.poses(np.array([time], dtype=np.float64))
+    return R[0], centre[0]
+
+  def poses(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`pose` at every one of `times [T]` seconds: (R [T, 3, 3] object-to-world, centre [T, 3]), one batched
+    Rodrigues call (the same bits as `pose` per time)."""
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    x, z = np.full(times.shape, self.start[0]), np.full(times.shape, self.start[1])
+    y = np.full(times.shape, -self.size[1])
     if self.motion == "linear":
-      x, z = x + self.velocity[0] * time, z + self.velocity[1] * time
+      x, z = self.start[0] + self.velocity[0] * times, self.start[1] + self.velocity[1] * times
     elif self.motion == "circular":
       radius, omega = self.velocity
-      x, z = x + radius * np.sin(omega * time), z + radius * (1 - np.cos(omega * time))
+      x = self.start[0] + radius * np.sin(omega * times)
+      z = self.start[1] + radius * (1 - np.cos(omega * times))
     elif self.motion == "bouncing":
-      y = y - self.bounce * abs(np.sin(2.5 * time))
-    yaw = self.spin * time
-    return se3.so3_exp(np.array([0.0, yaw, 0.0])), np.array([x, y, z])
+      y = -self.size[1] - self.bounce * np.abs(np.sin(2.5 * times))
+    zero = np.zeros_like(times)
+    R = se3.so3_exp(np.stack([zero, self.spin * times, zero], -1))
+    return R, np.stack([x, y, z], -1)
 
   def describe(self) -> str:
     what = {"static": "standing still", "linear": "sliding across the floor", "circular": "moving in a circle",
@@ -181,17 +232,18 @@ def _intersect_static(origins: np.ndarray, dirs: np.ndarray):
   """Nearest hit of the room (ground, 4 walls) per ray: (t [R], surface id [R]); inf / SKY where none."""
   best_t = np.full(dirs.shape[0], np.inf)
   best_id = np.full(dirs.shape[0], SKY)
+  o, d = [origins[:, a] for a in range(3)], [np.ascontiguousarray(dirs[:, a]) for a in range(3)]
   planes = [(1, 0.0, GROUND), (0, -ROOM_HALF_WIDTH, WALL_LEFT), (0, ROOM_HALF_WIDTH, WALL_RIGHT),
             (2, ROOM_Z[1], WALL_BACK), (2, ROOM_Z[0], WALL_FRONT)]
   with np.errstate(divide="ignore", invalid="ignore"):
     for axis, value, sid in planes:
-      t = (value - origins[:, axis]) / dirs[:, axis]
-      p = origins + t[:, None] * dirs
-      ok = (t > 1e-6) & (p[:, 1] <= 1e-9) & (p[:, 1] >= -WALL_HEIGHT - (1e9 if axis == 1 else 0))
-      ok &= (np.abs(p[:, 0]) <= ROOM_HALF_WIDTH + 1e-9) & (p[:, 2] >= ROOM_Z[0] - 1e-9) & (p[:, 2] <= ROOM_Z[1] + 1e-9)
-      closer = ok & (t < best_t)
-      best_t = np.where(closer, t, best_t)
-      best_id = np.where(closer, sid, best_id)
+      t = (value - o[axis]) / d[axis]
+      x, y, z = (o[a] + t * d[a] for a in range(3))  # the hit point, per axis
+      ok = (t > 1e-6) & (y <= 1e-9) & (y >= -WALL_HEIGHT - (1e9 if axis == 1 else 0))
+      ok &= (np.abs(x) <= ROOM_HALF_WIDTH + 1e-9) & (z >= ROOM_Z[0] - 1e-9) & (z <= ROOM_Z[1] + 1e-9)
+      ok &= t < best_t
+      np.copyto(best_t, t, where=ok)
+      best_id[ok] = sid
   return best_t, best_id
 
 
@@ -240,69 +292,190 @@ def _intersect_object(obj: SceneObject, o: np.ndarray, d: np.ndarray):
 
 @dataclasses.dataclass
 class Frame:
+  """One rendered frame (`render_frame`), or `T` frames with a leading frame axis (`render_frames`)."""
+
   rgb: np.ndarray  # float [H, W, 3] in [0, 1]
   depth: np.ndarray  # [H, W] camera z, metres; 0 on sky
   surface: np.ndarray  # int [H, W] surface id (SKY, room ids, FIRST_OBJECT + k)
   local: np.ndarray  # [H, W, 3] hit point in the surface's own frame (world for the room)
 
 
-def surface_color(scene: Scene, surface: np.ndarray, local: np.ndarray, normal_world: np.ndarray) -> np.ndarray:
-  """Albedo x (ambient + Lambert) of hits, `[R]` ids, `[R, 3]` local points and world normals -> `[R, 3]`."""
+def surface_color(scene: Scene, surface: np.ndarray, local: np.ndarray, normal_world: np.ndarray,
+                  rows: int | None = None) -> np.ndarray:
+  """Albedo x (ambient + Lambert) of hits, `[R]` ids, `[R, 3]` local points and world normals -> `[R, 3]`.
+
+  `rows`: the rays per frame when `R` spans several frames (the Lambert product then has each frame's bits).
+  """
   rgb = np.zeros(local.shape)
-  ground_base = {"grey": (0.55, 0.55, 0.55), "sand": (0.75, 0.65, 0.45), "slate": (0.4, 0.45, 0.5)}
-  wall_base = {"beige": (0.85, 0.78, 0.65), "pale blue": (0.65, 0.75, 0.85), "pale green": (0.7, 0.82, 0.68)}
-  room = (surface >= 0) & (surface < FIRST_OBJECT)
-  if room.any():
+  ground = np.asarray({"grey": (0.55, 0.55, 0.55), "sand": (0.75, 0.65, 0.45), "slate": (0.4, 0.45, 0.5)}[
+      scene.ground_color])
+  wall = np.asarray({"beige": (0.85, 0.78, 0.65), "pale blue": (0.65, 0.75, 0.85), "pale green": (0.7, 0.82, 0.68)}[
+      scene.wall_color])
+  room = np.flatnonzero((surface >= 0) & (surface < FIRST_OBJECT))
+  if room.size:
     p = local[room]
     noise = value_noise(p, scene.texture_seed, frequency=1.5)
-    is_ground = surface[room] == GROUND
-    tiles = ((np.floor(p[:, 0] / 0.5) + np.floor(p[:, 2] / 0.5)) % 2)[:, None]
-    base = np.where(is_ground[:, None], np.asarray(ground_base[scene.ground_color]) * (0.75 + 0.25 * tiles),
-                    np.asarray(wall_base[scene.wall_color]))
+    tiles = (np.floor(p[:, 0] / 0.5) + np.floor(p[:, 2] / 0.5)) % 2  # 0 or 1: alternate tiles 25% darker
+    palette = np.stack([wall, ground * (0.75 + 0.25 * 0.0), ground * (0.75 + 0.25 * 1.0)])
+    base = palette[np.where(surface[room] == GROUND, 1 + tiles.astype(np.int64), 0)]
     rgb[room] = base * (0.35 + 0.9 * noise[:, None])
   for k, obj in enumerate(scene.objects):
-    mask = surface == FIRST_OBJECT + k
-    if mask.any():
-      noise = value_noise(local[mask], obj.texture_seed, frequency=3.0)
-      stripes = 0.5 + 0.5 * np.sign(np.sin(local[mask][:, 1] * 18.0))
+    mask = np.flatnonzero(surface == FIRST_OBJECT + k)
+    if mask.size:
+      p = local[mask]
+      noise = value_noise(p, obj.texture_seed, frequency=3.0)
+      stripes = 0.5 + 0.5 * np.sign(np.sin(p[:, 1] * 18.0))
       rgb[mask] = np.asarray(COLORS[obj.color]) * (0.35 + 0.8 * noise[:, None]) * (0.8 + 0.2 * stripes[:, None])
-  shade = 0.55 + 0.45 * np.clip(normal_world @ _LIGHT, 0, 1)
-  return np.clip(rgb * shade[:, None], 0, 1)
+  rows = len(normal_world) if rows is None else rows
+  lambert = _matmul(normal_world, _LIGHT, 1) if rows == 1 else _dot_rows(normal_world, _LIGHT)
+  shade = 0.55 + 0.45 * np.clip(lambert, 0, 1)
+  rgb *= shade[:, None]
+  return np.clip(rgb, 0, 1, out=rgb)
 
 
 def render_frame(scene: Scene, time: float, K: np.ndarray, w2c: np.ndarray, height: int, width: int) -> Frame:
-  """Ray-casts one frame (one ray through each pixel centre)."""
-  c2w = se3.invert(w2c)
+  """Ray-casts one frame (one ray through each pixel centre): `render_frames` with one time."""
+  frames = render_frames(scene, np.array([time], dtype=np.float64), np.asarray(K)[None], np.asarray(w2c)[None],
+                         height, width)
+  return Frame(rgb=frames.rgb[0], depth=frames.depth[0], surface=frames.surface[0], local=frames.local[0])
+
+
+_MAX_RAYS = 1 << 15  # rays cast together (8 frames of 64x64): more costs page faults, fewer costs call overhead
+
+
+def render_frames(scene: Scene, times: np.ndarray, K: np.ndarray, w2c: np.ndarray, height: int, width: int,
+                  poses: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> Frame:
+  """Ray-casts `T` frames of `scene` (one ray through each pixel centre), a few frames per NumPy batch.
+
+  Every frame gets exactly the bits a one-frame render gives it: the arithmetic is per pixel, and the 3x3 products
+  run per frame through BLAS (whose per-row result does not depend on the number of rows, except for numpy's 1-row
+  path, which `_matmul` avoids where a frame has more than one pixel).
+
+  Args:
+    scene: the scene.
+    times: `[T]` seconds.
+    K: `[T, 3, 3]` intrinsics, pixels.
+    w2c: `[T, 4, 4]` world-to-camera (OpenCV), metres.
+    height, width: image size in pixels.
+    poses: `scene.objects[k].poses(times)` per object, if already computed.
+
+  Returns:
+    A `Frame` whose arrays have a leading frame axis: rgb `[T, H, W, 3]`, depth `[T, H, W]`, surface `[T, H, W]`,
+    local `[T, H, W, 3]`.
+  """
+  times = np.asarray(times, dtype=np.float64).reshape(-1)
+  if poses is None:
+    poses = [obj.poses(times) for obj in scene.objects]
+  per_batch = max(1, _MAX_RAYS // (height * width))
+  rays: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+  parts = []
+  for s in range(0, len(times), per_batch):
+    frames = slice(s, s + per_batch)
+    parts.append(_render_batch(scene, K[frames], w2c[frames], [(R[frames], c[frames]) for R, c in poses], height,
+                               width, rays))
+  T = len(times)
+  return Frame(rgb=np.concatenate([p[0] for p in parts]).reshape(T, height, width, 3),
+               depth=np.concatenate([p[1] for p in parts]).reshape(T, height, width),
+               surface=np.concatenate([p[2] for p in parts]).reshape(T, height, width),
+               local=np.concatenate([p[3] for p in parts]).reshape(T, height, width, 3))
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, rows: int) -> np.ndarray:
+  """`a [M, 3] @ b` with the bits numpy gives the same rows inside an `rows`-row product: numpy's product of a
+  one-row matrix takes another path than BLAS' many-row one (its last bit can differ), so a one-row `a` is padded
+  when `rows > 1`, and a many-row `a` is split into rows when `rows == 1`."""
+  if len(a) == 1 and rows > 1:
+    return (np.concatenate([a, a]) @ b)[:1]
+  if len(a) > 1 and rows == 1:
+    return np.concatenate([a[i:i + 1] @ b for i in range(len(a))])
+  return a @ b
+
+
+_GEMV_ROWS = 2048  # OpenBLAS runs a matrix-vector product over 2304 * 4 entries on every core: slower for these sizes
+
+
+def _dot_rows(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """`a [M, 3] @ v [3]` in single-threaded slices (a row's bits do not depend on the slicing: slices of one row are
+  padded, and `a` of one row keeps numpy's one-row path)."""
+  if len(a) <= _GEMV_ROWS:
+    return a @ v
+  out = np.empty(len(a))
+  for s in range(0, len(a), _GEMV_ROWS):
+    out[s:s + _GEMV_ROWS] = _matmul(a[s:s + _GEMV_ROWS], v, 2)
+  return out
+
+
+def _pixel_rays(K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Camera-frame rays through the pixel centres `[H*W, 3]` (z = 1) and each pixel's row centre `[H*W]`."""
   v, u = np.meshgrid(np.arange(height) + 0.5, np.arange(width) + 0.5, indexing="ij")
   pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], -1)
-  d_cam = pix @ np.linalg.inv(K).T
-  dirs = d_cam @ c2w[:3, :3].T
-  dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-  origins = np.broadcast_to(c2w[:3, 3], dirs.shape)
+  return pix @ np.linalg.inv(K).T, v.ravel()
+
+
+_ROOM_NORMALS = np.array([(0, 0, 0), (0, -1, 0), (1, 0, 0), (-1, 0, 0), (0, 0, -1), (0, 0, 1)], dtype=np.float64)
+# ^ world normals of SKY, GROUND, WALL_LEFT, WALL_RIGHT, WALL_BACK, WALL_FRONT (index: surface id + 1)
+
+
+def _render_batch(scene: Scene, K: np.ndarray, w2c: np.ndarray, poses, height: int, width: int, rays: dict):
+  """`render_frames` of a few frames: flat (rgb [T*H*W, 3], depth, surface, local [T*H*W, 3])."""
+  T, HW = len(K), height * width
+  c2w = [se3.invert(w) for w in w2c]
+  dirs, origins, forward = np.empty((T * HW, 3)), np.empty((T * HW, 3)), np.empty(T * HW)
+  for i in range(T):
+    key = K[i].tobytes()
+    if key not in rays:
+      rays[key] = _pixel_rays(K[i], height, width)
+    frame = slice(i * HW, (i + 1) * HW)
+    dirs[frame] = rays[key][0] @ c2w[i][:3, :3].T
+    origins[frame] = c2w[i][:3, 3]
+  dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
+  for i in range(T):
+    frame = slice(i * HW, (i + 1) * HW)
+    forward[frame] = _dot_rows(dirs[frame], c2w[i][:3, 2])  # the optical axis: camera z = t * (d . axis)
   t, surface = _intersect_static(origins, dirs)
-  hit_world = origins + np.where(np.isfinite(t), t, 0)[:, None] * dirs
-  local = hit_world.copy()
-  normals = np.zeros_like(dirs)
-  room_normals = {GROUND: (0, -1, 0), WALL_LEFT: (1, 0, 0), WALL_RIGHT: (-1, 0, 0), WALL_BACK: (0, 0, -1),
-                  WALL_FRONT: (0, 0, 1)}
-  for sid, n in room_normals.items():
-    normals[surface == sid] = n
+  local = origins + np.where(np.isfinite(t), t, 0)[:, None] * dirs
+  normals = _ROOM_NORMALS[surface + 1]  # SKY (-1) gets 0
   for k, obj in enumerate(scene.objects):
-    R, centre = obj.pose(time)
-    o_local = (origins - centre) @ R  # R^T (o - c)
-    d_local = dirs @ R
-    t_obj, n_local = _intersect_object(obj, o_local, d_local)
-    closer = t_obj < t
-    t = np.where(closer, t_obj, t)
-    surface = np.where(closer, FIRST_OBJECT + k, surface)
-    local = np.where(closer[:, None], o_local + np.where(np.isfinite(t_obj), t_obj, 0)[:, None] * d_local, local)
-    normals = np.where(closer[:, None], n_local @ R.T, normals)
-  rgb = surface_color(scene, surface, local, normals)
+    _place_object(k, obj, poses[k], c2w, dirs, HW, t, surface, local, normals)
+  rgb = surface_color(scene, surface, local, normals, rows=HW)
   sky = surface == SKY
-  rgb[sky] = np.array([0.55, 0.7, 0.95]) * (0.8 + 0.2 * (v.ravel()[sky] / height))[:, None]
-  depth = np.where(sky, 0.0, t * (dirs @ c2w[:3, 2]))  # camera z = t * (d . optical axis)
-  return Frame(rgb=rgb.reshape(height, width, 3), depth=depth.reshape(height, width),
-               surface=surface.reshape(height, width), local=local.reshape(height, width, 3))
+  v = np.tile(rays[K[0].tobytes()][1], T)
+  rgb[sky] = np.array([0.55, 0.7, 0.95]) * (0.8 + 0.2 * (v[sky] / height))[:, None]
+  depth = np.where(sky, 0.0, t * forward)
+  return rgb, depth, surface, local
+
+
+def _place_object(k: int, obj: SceneObject, pose, c2w, dirs, HW: int, t, surface, local, normals) -> None:
+  """Intersects object `k` with the rays of a batch of frames (in place: nearest `t`, `surface`, `local`,
+  `normals`), only for rays that pass through its bounding sphere."""
+  R, centre = pose
+  T = len(R)
+  eye = np.stack([c[:3, 3] for c in c2w])
+  offset = eye - centre  # [T, 3] camera centre relative to the object
+  reach = np.linalg.norm(obj.size) * 1.01 + 1e-3  # bounding-sphere radius, padded far beyond rounding
+  b = np.stack([_dot_rows(d, o) for d, o in zip(dirs.reshape(T, HW, 3), offset)])  # d . (eye - centre) per ray
+  c = (offset * offset).sum(-1)[:, None] - reach**2
+  candidates = np.flatnonzero((b * b >= c) & ((b < 0) | (c <= 0)))  # the line meets the sphere, not behind
+  if candidates.size == 0:
+    return
+  bounds = np.searchsorted(candidates, np.arange(T + 1) * HW)
+  o_local, d_local = np.empty((candidates.size, 3)), np.empty((candidates.size, 3))
+  for i in range(T):
+    rows = slice(bounds[i], bounds[i + 1])
+    if bounds[i] < bounds[i + 1]:
+      o_local[rows] = _matmul(np.repeat(offset[i][None], min(HW, 2), 0), R[i], HW)[0]  # R^T (o - c)
+      d_local[rows] = _matmul(dirs[candidates[rows]], R[i], HW)
+  t_obj, n_local = _intersect_object(obj, o_local, d_local)
+  closer = t_obj < t[candidates]
+  hit = candidates[closer]
+  t[hit] = t_obj[closer]
+  surface[hit] = FIRST_OBJECT + k
+  local[hit] = o_local[closer] + t_obj[closer][:, None] * d_local[closer]
+  bounds = np.searchsorted(hit, np.arange(T + 1) * HW)
+  n_local = n_local[closer]
+  for i in range(T):
+    if bounds[i] < bounds[i + 1]:
+      normals[hit[bounds[i]:bounds[i + 1]]] = _matmul(n_local[bounds[i]:bounds[i + 1]], R[i].T, HW)
 
 
 # ---------------------------------------------------------------------------------------------------- clips
@@ -320,15 +493,20 @@ class SyntheticClip:
   fps: float
 
 
-def track_points(scene: Scene, surface: np.ndarray, local: np.ndarray, times: Sequence[float]) -> np.ndarray:
-  """World positions `[N, T, 3]` over `times` of surface points given by their id `[N]` and local coords `[N, 3]`."""
+def track_points(scene: Scene, surface: np.ndarray, local: np.ndarray, times: Sequence[float],
+                 poses: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> np.ndarray:
+  """World positions `[N, T, 3]` over `times` of surface points given by their id `[N]` and local coords `[N, 3]`.
+
+  `poses`: `scene.objects[k].poses(times)` per object, if already computed.
+  """
   out = np.repeat(local[:, None, :], len(times), axis=1).astype(np.float64)
   for k, obj in enumerate(scene.objects):
     mask = surface == FIRST_OBJECT + k
     if mask.any():
-      for i, time in enumerate(times):
-        R, centre = obj.pose(time)
-        out[mask, i] = local[mask] @ R.T + centre
+      R, centre = obj.poses(times) if poses is None else poses[k]
+      points = local[mask]
+      for i in range(len(times)):
+        out[mask, i] = points @ R[i].T + centre[i]
   return out
 
 
@@ -374,18 +552,19 @@ def render_scene(seed: int, *, num_frames: int = 17, height: int = 64, width: in
     if not names and name == "static":
       continue
     names.append(name)
+  poses = [obj.poses(times) for obj in scene.objects]
   clips = []
   for name in names[:num_cameras]:
     rel = g.preset(name, num_frames, height=height, width=width, K=K, radius=3.5)
     c2w = start[None] @ rel.c2w
     cams = g.Cameras(K=rel.K, w2c=se3.invert(c2w), height=height, width=width)
-    rendered = [render_frame(scene, time, cams.K[i], cams.w2c[i], height, width) for i, time in enumerate(times)]
-    depth = np.stack([f.depth for f in rendered])
-    first = rendered[0]
-    candidates = np.flatnonzero(first.surface.ravel() != SKY)
+    rendered = render_frames(scene, times, cams.K, cams.w2c, height, width, poses=poses)
+    depth = rendered.depth
+    candidates = np.flatnonzero(rendered.surface[0].ravel() != SKY)
     pick = rng.choice(candidates, size=min(num_tracks, candidates.size), replace=False)
-    xyz = track_points(scene, first.surface.ravel()[pick], first.local.reshape(-1, 3)[pick], times)
-    frames = np.stack([np.round(f.rgb * 255) for f in rendered]).astype(np.uint8)
+    xyz = track_points(scene, rendered.surface[0].ravel()[pick], rendered.local[0].reshape(-1, 3)[pick], times,
+                       poses=poses)
+    frames = np.round(rendered.rgb * 255).astype(np.uint8)
     clips.append(SyntheticClip(frames=frames, depth=depth.astype(np.float32), cameras=cams,
                                tracks_xyz=xyz.astype(np.float32), tracks_visible=visibility(xyz, cams, depth),
                                caption=scene.caption(), trajectory=name, fps=fps))
@@ -405,6 +584,58 @@ def scene_records(seed: int, **render_kwargs):
         width=clip.cameras.width, fps=clip.fps, caption=clip.caption, has_camera=True, depth=clip.depth,
         tracks_xyz=clip.tracks_xyz, tracks_visible=clip.tracks_visible, metric_scale=1.0))
   return records
+
+
+def default_workers(num_scenes: int) -> int:
+  """Processes `render_records` uses when not told: one per idle core (cores minus the 1-minute load average, this
+  process counted as idle; at most 8), and only with enough scenes (32 per process) to repay starting them (a couple
+  of seconds each: they import camjax). On busy cores more processes only add start-up time."""
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  idle = int(cores - os.getloadavg()[0] + 1) if hasattr(os, "getloadavg") else cores
+  return max(1, min(cores, idle, 8, num_scenes // 32))
+
+
+def render_records(seeds: Sequence[int], *, workers: int = 1, **render_kwargs) -> Iterator:
+  """`scene_records` of every seed, in order, rendered by `workers` processes (`spawn`ed: safe beside JAX threads).
+
+  The records are bit-identical whatever `workers` is (each scene depends only on its seed). At most `2 * workers`
+  scenes are in flight; closing the iterator early cancels the scenes not yet started.
+
+  Args:
+    seeds: scene seeds.
+    workers: rendering processes; 1 renders here, in this process.
+    **render_kwargs: `render_scene` arguments.
+
+  Yields:
+    `ClipRecord`s, camera by camera, scene by scene.
+
+  Raises:
+    DataError: `workers` is not an integer >= 1.
+  """
+  from camjax.data.records import DataError
+
+  if int(workers) != workers or workers < 1:
+    raise DataError(f"render_records: workers must be an integer >= 1, got {workers}")
+  if workers == 1:
+    for seed in seeds:
+      yield from scene_records(seed, **render_kwargs)
+    return
+  import concurrent.futures
+  import multiprocessing
+
+  todo = iter(seeds)
+  with concurrent.futures.ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+    pending = collections.deque(pool.submit(scene_records, seed, **render_kwargs)
+                                for seed in itertools.islice(todo, 2 * int(workers)))
+    try:
+      while pending:
+        records = pending.popleft().result()
+        for seed in itertools.islice(todo, 1):
+          pending.append(pool.submit(scene_records, seed, **render_kwargs))
+        yield from records
+    finally:
+      for future in pending:
+        future.cancel()
 
 
 class SyntheticSource:
@@ -459,9 +690,12 @@ def dataset_provenance(num_scenes: int, *, seed: int = 0, resolution: int = 64, 
 
 def build_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17,
                   cameras: int = 1, tracks: int = 256, fps: float = 8.0, overwrite: bool = False,
-                  progress: bool = True):
+                  progress: bool = True, workers: int | None = None):
   """Renders `num_scenes` scenes into a TFDS/ArrayRecord dataset with its provenance, or reuses the dataset at
   `out_dir` when it was rendered with the same arguments (`shards.build_dataset`).
+
+  `workers`: rendering processes (`render_records`; default `default_workers(num_scenes)`). The records do not depend
+  on it, so it is not part of the provenance.
 
   Returns:
     `(versioned dataset folder, reused)`.
@@ -479,10 +713,17 @@ def build_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 
   if problems:
     raise DataError("; ".join(f"{flag} {problem}" for flag, problem in problems))
 
+  workers = default_workers(num_scenes) if workers is None else workers
+  if int(workers) != workers or workers < 1:
+    raise DataError(f"workers must be an integer >= 1, got {workers}")
+
   def records():
-    for scene in tqdm(range(seed, seed + num_scenes), desc="rendering scenes", unit="scene", disable=not progress):
-      yield from scene_records(scene, num_frames=frames, height=resolution, width=resolution, num_cameras=cameras,
-                               num_tracks=tracks, fps=fps)
+    rendered = render_records(range(seed, seed + num_scenes), workers=workers, num_frames=frames, height=resolution,
+                              width=resolution, num_cameras=cameras, num_tracks=tracks, fps=fps)
+    with tqdm(total=num_scenes * cameras, desc="rendering scenes", unit="clip", disable=not progress) as bar:
+      for record in rendered:
+        bar.update()
+        yield record
 
   provenance = dataset_provenance(num_scenes, seed=seed, resolution=resolution, frames=frames, cameras=cameras,
                                   tracks=tracks, fps=fps)
@@ -493,14 +734,14 @@ def build_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 
 
 def write_dataset(out_dir, num_scenes: int, *, seed: int = 0, resolution: int = 64, frames: int = 17,
                   cameras: int = 1, tracks: int = 256, fps: float = 8.0, progress: bool = True,
-                  overwrite: bool = False):
+                  overwrite: bool = False, workers: int | None = None):
   """`build_dataset` returning only the dataset folder (reused when rendered with the same arguments).
 
   Raises:
     As `build_dataset`.
   """
   return build_dataset(out_dir, num_scenes, seed=seed, resolution=resolution, frames=frames, cameras=cameras,
-                       tracks=tracks, fps=fps, overwrite=overwrite, progress=progress)[0]
+                       tracks=tracks, fps=fps, overwrite=overwrite, progress=progress, workers=workers)[0]
 
 
 def main(argv=None) -> None:
@@ -519,16 +760,20 @@ def main(argv=None) -> None:
   parser.add_argument("--tracks", type=int, default=256, help="ground-truth point tracks per clip")
   parser.add_argument("--fps", type=float, default=8.0)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--workers", type=int, default=None,
+                      help="rendering processes (default: one per core when there are >= 32 scenes per process)")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace a dataset at --out rendered with other arguments (atomically)")
   args = parser.parse_args(argv)
   problems = _argument_problems(args.num_scenes, args.resolution, args.frames, args.cameras, args.tracks, args.fps)
+  if args.workers is not None and args.workers < 1:
+    problems.append(("workers", f"must be an integer >= 1, got {args.workers}"))
   if problems:
     parser.error("; ".join(f"argument --{flag}: {problem}" for flag, problem in problems))
   try:
     path, reused = build_dataset(args.out, args.num_scenes, seed=args.seed, resolution=args.resolution,
                                  frames=args.frames, cameras=args.cameras, tracks=args.tracks, fps=args.fps,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, workers=args.workers)
   except DataError as e:
     parser.exit(1, f"{parser.prog}: error: {e}\n")
   clips = args.num_scenes * args.cameras

@@ -8,6 +8,7 @@ import pytest
 
 from camjax import geometry as g
 from camjax.data import synthetic
+from camjax.data.records import DataError
 from camjax.geometry import se3
 
 
@@ -72,6 +73,77 @@ def test_objects_move_between_frames():
   assert any(np.linalg.norm(positions[2 * i] - positions[2 * i + 1]) > 0.05 for i in range(len(moving)))
 
 
+def _reference_value_noise(points, seed, frequency, octaves=4):
+  """The per-corner formula (`_hash3` at each of the 8 lattice corners): `value_noise` must give its bits."""
+  total, amplitude, norm = 0.0, 1.0, 0.0
+  for octave in range(octaves):
+    p = points * frequency * (2.0**octave)
+    i = np.floor(p)
+    f = p - i
+    f = f * f * (3 - 2 * f)
+    i = i.astype(np.int64)
+    acc = 0.0
+    for dx in (0, 1):
+      for dy in (0, 1):
+        for dz in (0, 1):
+          w = (f[..., 0] if dx else 1 - f[..., 0]) * (f[..., 1] if dy else 1 - f[..., 1]) * \
+              (f[..., 2] if dz else 1 - f[..., 2])
+          acc = acc + w * synthetic._hash3(i[..., 0] + dx, i[..., 1] + dy, i[..., 2] + dz, seed + octave)
+    total = total + amplitude * acc
+    norm += amplitude
+    amplitude *= 0.5
+  return total / norm
+
+
+def test_value_noise_is_bit_identical_to_the_per_corner_formula():
+  points = np.random.default_rng(0).uniform(-9, 9, size=(3000, 3))
+  points[:5] = [[0, 0, 0], [-1e-17, 0, 3], [4, -3, 8], [-4, 1e-9, -4], [0.5, -0.5, 2.0 / 3]]  # lattice and plane points
+  for seed, frequency in ((0, 1.5), (12345, 3.0), ((1 << 30) - 1, 4.0)):
+    np.testing.assert_array_equal(synthetic.value_noise(points, seed, frequency),
+                                  _reference_value_noise(points, seed, frequency))
+  assert synthetic.value_noise(points.reshape(50, 60, 3), 1).shape == (50, 60)
+
+
+def test_batched_poses_match_one_time_poses():
+  scene = synthetic.random_scene(np.random.default_rng(4), num_objects=4)
+  times = np.arange(9) / 8.0
+  for obj in scene.objects:
+    R, centre = obj.poses(times)
+    for i, time in enumerate(times):
+      R1, c1 = obj.pose(float(time))
+      np.testing.assert_array_equal(R[i], R1)
+      np.testing.assert_array_equal(centre[i], c1)
+
+
+def test_batched_frames_are_bit_identical_to_one_frame_renders(monkeypatch):
+  monkeypatch.setattr(synthetic, "_MAX_RAYS", 2 * 24 * 20)  # two frames per batch: batches of 2, 2, 1
+  clip, = synthetic.render_scene(5, num_frames=5, height=24, width=20, num_tracks=0)
+  scene = synthetic.random_scene(np.random.default_rng(5))
+  times = np.arange(5) / clip.fps
+  cams = clip.cameras
+  frames = synthetic.render_frames(scene, times, cams.K, cams.w2c, 24, 20)
+  for i, time in enumerate(times):
+    one = synthetic.render_frame(scene, float(time), cams.K[i], cams.w2c[i], 24, 20)
+    for name in ("rgb", "depth", "surface", "local"):
+      np.testing.assert_array_equal(getattr(frames, name)[i], getattr(one, name), err_msg=f"frame {i} {name}")
+  np.testing.assert_array_equal(clip.depth, frames.depth.astype(np.float32))
+  np.testing.assert_array_equal(clip.frames, np.round(frames.rgb * 255).astype(np.uint8))
+  assert (frames.surface >= synthetic.FIRST_OBJECT).any() and (frames.surface == synthetic.SKY).any()
+
+
+def test_render_records_in_processes_equals_rendering_here():
+  kwargs = dict(num_frames=3, height=16, width=16, num_cameras=2, num_tracks=8)
+  here = list(synthetic.render_records([4, 9], workers=1, **kwargs))
+  pooled = list(synthetic.render_records([4, 9], workers=2, **kwargs))
+  assert [r.clip_id for r in pooled] == [r.clip_id for r in here] == [
+      "synthetic-000004-cam0", "synthetic-000004-cam1", "synthetic-000009-cam0", "synthetic-000009-cam1"]
+  for a, b in zip(here, pooled):
+    for name in ("frames", "depth", "K", "w2c", "tracks_xyz", "tracks_visible"):
+      np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+  with pytest.raises(DataError, match="workers must be an integer >= 1"):
+    next(synthetic.render_records([0], workers=0))
+
+
 def test_pycolmap_recovers_a_rendered_256px_trajectory():
   pytest.importorskip("pycolmap")
   clip = synthetic.render_scene(3, num_frames=25, height=256, width=256,
@@ -109,7 +181,7 @@ def _dataset_files(root):
 
 @pytest.mark.parametrize("flag, value", [
     ("--num_scenes", "0"), ("--num_scenes", "-3"), ("--cameras", "0"), ("--resolution", "0"), ("--frames", "0"),
-    ("--tracks", "-1"), ("--fps", "0"),
+    ("--tracks", "-1"), ("--fps", "0"), ("--workers", "0"),
 ])
 def test_cli_rejects_out_of_range_arguments_naming_the_flag(tmp_path, capsys, flag, value):
   argv = ["--out", str(tmp_path / "synth"), "--num_scenes", "1", "--resolution", "8", "--frames", "2", "--tracks", "2"]
