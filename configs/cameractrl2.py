@@ -69,9 +69,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The camera patchify (a token map before block 0) and the condition-mask input channel (clip extension).
   c.model.update(camera=True, cond_mask=True, camera_scale=1.0)  # camera_scale: methods.cameractrl2.conditions
   # "condition_frame": the clean-sample prediction is a residual on the last condition frame; "flow_warp" (camjax's CPU
-  # default): on that frame warped by a learned per-cell flow (camjax.methods.cameractrl2); "none": the paper's plain
-  # prediction.
+  # default): on that frame warped by a learned per-cell flow (camjax.methods.cameractrl2); "depth_warp": reprojected
+  # through the camera at a learned depth; "none": the paper's plain prediction.
   c.model.anchor = "none"
+  # "depth_warp": the condition frame reprojected through the camera at a learned per-cell disparity (1 / metres for
+  # procedural scenes), `anchor_disparity` before training (methods.cameractrl2.DisparityHead).
+  c.model.anchor_disparity = 0.25
   # Joint training (sec. 3.2): labeled : unlabeled clips (4:1) from a separate unlabeled dataset whose cameras are
   # ignored (they get the null camera): `unlabeled_path` (a camjax dataset), or for procedural data
   # `unlabeled_scenes` more scenes rendered with another seed. (1, 0) disables. With camera dropout 0.1 of the labeled

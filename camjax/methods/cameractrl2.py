@@ -20,6 +20,12 @@
   bilinear sampling (`warp_anchor`). A camera move is mostly a smooth image motion, which a width-128 DiT cannot
   write into 3072-dimensional pixel tokens (the residual path) but can into two numbers per cell; the camera-to-
   motion mapping is still learned from the Plücker tokens alone (docs/evaluation.md).
+* `model.anchor = "depth_warp"` (camjax's CPU-sized default, not the paper): the anchor is the condition frame
+  reprojected through the camera: a zero-initialised head (`DisparityHead`) reads a disparity per cell and video
+  frame from the DiT's last hidden states (`model.anchor_disparity` at init), each output pixel is unprojected with
+  it, moved into the condition frame's camera by the relative pose of the two frames and sampled there
+  (`reproject_anchor`). The camera then decides the image motion exactly, and the DiT only has to learn depth (one
+  number per cell); clips without a camera reproject with the identity, i.e. no motion (`anchor_poses`).
 * End of run: camera following (true vs null vs reversed camera, with the trivial baselines) on held-out procedural
   scenes (`eval.following`).
 """
@@ -101,6 +107,37 @@ def conditions(static, batch: dict, rng: jax.Array, training: bool):
   return latents, camera, cond_mask
 
 
+def anchor_poses(static, batch: dict, cond_mask):
+  """Per output slot the pose of its video frame relative to the anchor (last condition) frame, for `depth_warp`.
+
+  Slot `(i, ft)` of the pixel autoencoder holds video frame `max(i * tf + ft - (tf - 1), 0)`; the anchor frame is
+  `(n - 1) * tf` (n = clean latent frames). Clips without a camera (`batch["has_camera"]` False: unlabeled clips, the
+  evaluation's null camera) get the identity: no motion. Camera dropout and CFG's null branches drop only the DiT's
+  Plücker tokens and keep the warp (the same warp in every guidance set, so guidance extrapolates the residual, not
+  the image motion: `3 x warped - 2 x still` would be a double exposure).
+
+  Returns:
+    `(rel [B, t, tf, 4, 4]` mapping the slot camera's coordinates to the anchor camera's (`w2c_anchor @ c2w_slot`),
+    `K_slot [B, t, tf, 3, 3]`, `K_anchor [B, 3, 3])` (pixel intrinsics: zooms change them per frame).
+  """
+  tf = static.autoencoder.temporal_factor
+  w2c, K = batch["w2c"], batch["K"]
+  b, t = cond_mask.shape[:2]
+  n = jnp.sum(cond_mask[:, :, 0, 0, 0], axis=1).astype(jnp.int32)
+  frames = jnp.maximum(jnp.arange(t)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)  # [t, tf]
+  frames = jnp.minimum(frames, w2c.shape[1] - 1)
+  a = jnp.clip((n - 1) * tf, 0, w2c.shape[1] - 1)  # [B]
+  w2c_a = jnp.take_along_axis(w2c, a[:, None, None, None], axis=1)[:, 0]  # [B, 4, 4]
+  c2w = se3.invert(w2c[:, frames.reshape(-1)]).reshape(b, t, tf, 4, 4)
+  rel = w2c_a[:, None, None] @ c2w
+  keep = batch["has_camera"].astype(bool) & (n > 0)
+  rel = jnp.where(keep[:, None, None, None, None], rel, jnp.eye(4, dtype=rel.dtype))
+  K_anchor = jnp.take_along_axis(K, a[:, None, None, None], axis=1)[:, 0]
+  K_slot = K[:, frames.reshape(-1)].reshape(b, t, tf, 3, 3)
+  K_slot = jnp.where(keep[:, None, None, None, None], K_slot, K_anchor[:, None, None])
+  return rel, K_slot, K_anchor
+
+
 def condition_anchor(latents, cond_mask, temporal_factor: int):
   """The last clean condition frame, repeated over the window, in the pixel autoencoder's latent layout.
 
@@ -167,8 +204,79 @@ def warp_anchor(anchor, flow, spatial_factor: int, temporal_factor: int):
   f = einops.rearrange(flow, "b t h w ft two -> b (t ft) h w two")
   f = jax.image.resize(f, (b, t * tf, H, W, 2), "linear")
   ys, xs = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32), jnp.arange(W, dtype=jnp.float32), indexing="ij")
-  x = jnp.clip(xs + f[..., 0], 0, W - 1)
-  y = jnp.clip(ys + f[..., 1], 0, H - 1)
+  out = _bilinear(frame, xs + f[..., 0], ys + f[..., 1])
+  out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
+  return out.astype(anchor.dtype)
+
+
+class DisparityHead(nnx.Module):
+  """Per-cell disparity of the `depth_warp` anchor: `LN(hidden) [B, N, D] -> [B, t, h, w, tf]` disparities (1 / depth,
+  in the cameras' translation unit; metres for procedural scenes) of each latent cell and video frame of the slot,
+  `init * exp(head)` with a zero-initialised head (an untrained head puts the whole frame on one plane at
+  1 / `init`)."""
+
+  def __init__(self, dim: int, patch_size, temporal_factor: int, *, rngs: nnx.Rngs, init: float = 0.25):
+    self.patch_size, self.temporal_factor, self.init = tuple(patch_size), int(temporal_factor), float(init)
+    self.norm = LayerNorm(dim, rngs=rngs)
+    cells = patch_size[0] * patch_size[1] * patch_size[2]
+    self.proj = Dense(dim, cells * temporal_factor, ("embed", "patch"), rngs=rngs,
+                      kernel_init=nnx.initializers.zeros_init())
+
+  def __call__(self, hidden: jax.Array, grid) -> jax.Array:
+    t, h, w = grid
+    pt, ph, pw = self.patch_size
+    log_disp = self.proj(self.norm(hidden.astype(jnp.float32)))  # [B, N, cells * tf]
+    log_disp = unpatchify(log_disp, (t // pt, h // ph, w // pw), self.patch_size)  # [B, t, h, w, tf]
+    return self.init * jnp.exp(jnp.clip(log_disp, -6.0, 6.0))
+
+
+def reproject_anchor(anchor, disparity, rel, K_slot, K_anchor, spatial_factor: int, temporal_factor: int):
+  """The condition frame of a `condition_anchor` reprojected into every slot's camera, in the pixel latent layout.
+
+  Each output pixel `p` (centre `(x + 0.5, y + 0.5)`, REFERENCE.md section 1) of slot `(i, ft)` is unprojected at its
+  disparity, `X = K_slot^-1 [p, 1] / disparity`, moved into the anchor camera, `X' = rel X`, projected,
+  `p' = K_anchor X' / z'`,
+  and the condition frame is sampled there (bilinear, edge-clamped): the image motion a static scene makes between
+  the two cameras. Points that land behind the anchor camera keep their own pixel.
+
+  Args:
+    anchor: `[B, t, h, w, C]` from `condition_anchor` (`C = tf * sf * sf * 3`).
+    disparity: `[B, t, h, w, tf]` per cell (`DisparityHead`), upsampled bilinearly to every pixel.
+    rel: `[B, t, tf, 4, 4]` slot camera -> anchor camera (`anchor_poses`).
+    K_slot: `[B, t, tf, 3, 3]` pixel intrinsics of each slot's frame at the video resolution.
+    K_anchor: `[B, 3, 3]` those of the anchor frame.
+    spatial_factor, temporal_factor: the pixel autoencoder's factors.
+
+  Returns:
+    `[B, t, h, w, C]` reprojected anchor latents.
+  """
+  b, t, h, w, c = anchor.shape
+  sf, tf = spatial_factor, temporal_factor
+  H, W = h * sf, w * sf
+  d = einops.rearrange(disparity, "b t h w ft -> b (t ft) h w")
+  d = jax.image.resize(d, (b, t * tf, H, W), "linear")
+  ys, xs = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32) + 0.5, jnp.arange(W, dtype=jnp.float32) + 0.5, indexing="ij")
+  pix = jnp.stack([xs, ys, jnp.ones_like(xs)], -1)  # [H, W, 3]
+  # d X' = R K_slot^-1 p + d tr (X' scaled by the disparity: the same projection, no division by a small d)
+  R = rel.reshape(b, t * tf, 4, 4)[..., :3, :3] @ jnp.linalg.inv(K_slot.reshape(b, t * tf, 3, 3))
+  tr = rel.reshape(b, t * tf, 4, 4)[..., :3, 3]
+  xd = jnp.einsum("bfij,hwj->bfhwi", R, pix) + d[..., None] * tr[:, :, None, None, :]
+  proj = jnp.einsum("bij,bfhwj->bfhwi", K_anchor, xd)
+  z = proj[..., 2]
+  ok = z > 1e-4
+  zs = jnp.where(ok, z, 1.0)
+  x = jnp.where(ok, proj[..., 0] / zs, xs) - 0.5
+  y = jnp.where(ok, proj[..., 1] / zs, ys) - 0.5
+  frame = einops.rearrange(anchor[:, 0], "b h w (ft fy fx c) -> b ft (h fy) (w fx) c", ft=tf, fy=sf, fx=sf)[:, -1]
+  out = _bilinear(frame, x, y)
+  out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
+  return out.astype(anchor.dtype)
+
+
+def _bilinear(frame, x, y):
+  """`frame [B, H, W, C]` sampled at pixel positions `x, y [B, F, H, W]` (bilinear, edge-clamped) -> `[B, F, H, W, C]`."""
+  b, H, W, _ = frame.shape
+  x, y = jnp.clip(x, 0, W - 1), jnp.clip(y, 0, H - 1)
   x0, y0 = jnp.clip(jnp.floor(x), 0, W - 2), jnp.clip(jnp.floor(y), 0, H - 2)
   wx, wy = (x - x0)[..., None], (y - y0)[..., None]
   flat = frame.reshape(b, H * W, -1)
@@ -177,13 +285,11 @@ def warp_anchor(anchor, flow, spatial_factor: int, temporal_factor: int):
     idx = (yy.astype(jnp.int32) * W + xx.astype(jnp.int32)).reshape(b, -1)
     return jnp.take_along_axis(flat, idx[..., None], axis=1).reshape(*yy.shape, -1)
 
-  out = ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)) +
-         wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
-  out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
-  return out.astype(anchor.dtype)
+  return ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)) +
+          wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
 
 
-ANCHORS = ("none", "condition_frame", "flow_warp")
+ANCHORS = ("none", "condition_frame", "flow_warp", "depth_warp")
 
 
 class CameraCtrl2(Method):
@@ -228,6 +334,9 @@ class CameraCtrl2(Method):
     if config.model.get("anchor", "none") == "flow_warp":
       out["flow_head"] = FlowHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
                                   rngs=rngs)
+    if config.model.get("anchor", "none") == "depth_warp":
+      out["disparity_head"] = DisparityHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
+                                            rngs=rngs, init=float(config.model.get("anchor_disparity", 0.25)))
     return out
 
   def phases(self, config):
@@ -254,6 +363,10 @@ class CameraCtrl2(Method):
     anchor = config.model.get("anchor", "none")
     if anchor not in ANCHORS:
       bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
+    elif anchor in ("flow_warp", "depth_warp") and not config.model.camera:
+      bad.append(f"model.anchor={anchor!r} (its head is a camera conditioner: needs model.camera=True)")
+    elif anchor == "depth_warp" and float(config.model.get("anchor_disparity", 0.25)) <= 0:
+      bad.append(f"model.anchor_disparity={config.model.anchor_disparity!r} (the initial disparity, > 0)")
     elif anchor != "none" and (config.autoencoder.kind != "pixel" or config.objective.get("prediction") != "sample"):
       bad.append(f"model.anchor={anchor!r} (a residual on the condition frame needs autoencoder.kind='pixel' and "
                  "objective.prediction='sample')")
@@ -279,20 +392,35 @@ class CameraCtrl2(Method):
     return condition_anchor(latents, cond_mask, static.autoencoder.temporal_factor)
 
   @staticmethod
-  def anchored(model, static, anchor):
-    """The DiT as the objective sees it: its output plus the anchor (warped by the flow head for "flow_warp")."""
+  def anchored(model, static, anchor, poses=None):
+    """The DiT as the objective sees it: its output plus the anchor (warped by the flow head for "flow_warp",
+    reprojected at the disparity head's depth through `poses = anchor_poses(...)` for "depth_warp")."""
     if anchor is None:
       return model.dit
-    if static.config.model.get("anchor", "none") != "flow_warp":
+    kind = static.config.model.get("anchor", "none")
+    if kind not in ("flow_warp", "depth_warp"):
       return lambda *a, **k: model.dit(*a, **k) + anchor
     ae = static.autoencoder
 
     def dit(latents, *args, **kwargs):
       out, hidden = model.dit(latents, *args, return_hidden=True, **kwargs)
-      flow = model.flow_head(hidden[-1], latents.shape[1:4])
-      return out + warp_anchor(anchor, flow, ae.spatial_factor, ae.temporal_factor)
+      if kind == "flow_warp":
+        flow = model.flow_head(hidden[-1], latents.shape[1:4])
+        return out + warp_anchor(anchor, flow, ae.spatial_factor, ae.temporal_factor)
+      disparity = model.disparity_head(hidden[-1], latents.shape[1:4])
+      # Guidance concatenates its k condition sets along the batch: the poses repeat per set.
+      k = latents.shape[0] // poses[0].shape[0]
+      tiled = [jnp.tile(x, (k,) + (1,) * (x.ndim - 1)) for x in poses]
+      return out + reproject_anchor(anchor, disparity, *tiled, ae.spatial_factor, ae.temporal_factor)
 
     return dit
+
+  @staticmethod
+  def poses(static, batch, cond_mask):
+    """`anchor_poses` for "depth_warp", else None."""
+    if static.config.model.get("anchor", "none") != "depth_warp":
+      return None
+    return anchor_poses(static, batch, cond_mask)
 
   def loss(self, model, static, batch, rng):
     c = static.config
@@ -302,7 +430,8 @@ class CameraCtrl2(Method):
     sigma = static.objective.sample_level(k_sigma, latents.shape[0])
     text = text_states(model, batch)
     text, text_mask = drop_text(k_text, text, batch["text_mask"], c.train.text_dropout)
-    dit = self.anchored(model, static, self.anchor(static, latents, cond_mask))
+    poses = self.poses(static, batch, cond_mask)
+    dit = self.anchored(model, static, self.anchor(static, latents, cond_mask), poses)
     return denoising_loss(dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=cond_mask,
                           **self.dit_inputs(model, c, camera, cond_mask))
 
@@ -318,8 +447,11 @@ class CameraCtrl2(Method):
 
     anchor = self.anchor(static, latents, cond_mask)
 
+    # The depth warp's poses are the same in every guidance set (`anchor_poses`): CFG extrapolates the residuals only.
+    poses = self.poses(static, batch, cond_mask)
+
     def model_fn(latents, timesteps, text, text_mask, camera, cond_mask, anchor=None):
-      dit = self.anchored(model, static, anchor)
+      dit = self.anchored(model, static, anchor, poses)
       return dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, c, camera, cond_mask))
 
     null_cam = jnp.zeros_like(camera)
