@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -116,6 +117,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax / tfds info lines would drown the progress bar
+  started = time.monotonic()
   config = FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/cameractrl2.py")
@@ -151,6 +153,36 @@ def main(argv):
     following = os.path.join(workdir, "eval_following", "report.md")
     if summary.samples and os.path.exists(following):
       print(f"camjax: camera following (true / null / reversed camera) in {os.path.abspath(following)}", flush=True)
+      print(_following_table(os.path.join(workdir, "eval_following", "metrics.json")), flush=True)
+    wall = time.monotonic() - started
+    print(f"camjax: wall time {int(wall // 60)} min {wall % 60:.0f} s (data, training, sampling, evaluation)",
+          flush=True)
+
+
+def _following_table(path: str) -> str:
+  """The headline of a camera-following report (`camjax.eval.following`): PSNR / SSIM per mode and baseline, the
+  controls, and the SfM camera error next to the ground-truth video's; '' when the file cannot be read."""
+  import json  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path, encoding="utf-8") as f:
+      m = json.load(f)
+  except (OSError, ValueError):
+    return ""
+  rows = [("camera-conditioned", "camera"), ("null camera", "null_camera"), ("reversed camera", "reversed_camera"),
+          ("repeat first frame", "repeat_first_frame"), ("mean colour", "mean_colour"),
+          ("ground-truth video", "ground_truth_video")]
+  lines = [f"  {'':22s} {'PSNR dB':>8s} {'SSIM':>7s} {'RotErr (CamI2V)':>16s}"]
+  fmt = lambda v, f: "-" if v is None or v != v else format(v, f)  # pylint: disable=unnecessary-lambda-assignment
+  for name, key in rows:
+    if key in m:
+      r = m[key]
+      lines.append(f"  {name:22s} {fmt(r.get('psnr'), '8.2f'):>8s} {fmt(r.get('ssim'), '7.3f'):>7s} "
+                   f"{fmt(r.get('cami2v/rot_err'), '16.3f'):>16s}")
+  c = m.get("comparison", {})
+  if c:
+    lines.append(f"  true camera beats reversed on {c['true_beats_reversed']} of {c['num_scenes']} scenes "
+                 f"({c['psnr_true_minus_reversed']:+.2f} dB), null {c['psnr_true_minus_null']:+.2f} dB")
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Variants (the text after ':'):
            (4x temporal, 8x spatial, like WAN's VAE) trained on procedurally rendered dynamic scenes with exact
            cameras (256 scenes generated on first use into the workdir's `data/`). Phase 1 (300 single-clip I2V
            steps) then phase 2 (100 steps with clip extension, 13-frame windows) in minutes on 2 cores, then samples
-           with the CameraCtrl II sampler (Euler + shift + 3-way CFG). Its prediction is the condition frame warped by
-           a learned flow plus a residual (`model.anchor="flow_warp"`), its Plücker input x10. `python -m camjax.explore --workdir ...` extends its clips.
+           with the CameraCtrl II sampler (Euler + shift + 3-way CFG). Its prediction is the condition frame
+           reprojected through the camera at a learned per-cell depth plus a residual (`model.anchor="depth_warp"`),
+           its Plücker input x10. `python -m camjax.explore --workdir ...` extends its clips.
   re10k    The same model on real RealEstate10K-layout clips (`data.path`: pose files + videos, ingested into
            ArrayRecord shards on first use). Samples from a real first frame along the real trajectory.
   test     Tiny and fast (used by the test-suite): a handful of steps.
@@ -109,10 +110,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 17-frame scenes (so extension samples can be posed relative to an earlier, "global" first frame).
     c.phase2.update(steps=100, num_frames=13)
     # camjax's CPU-sized choices (docs/evaluation.md, "what changed and why"): the prediction is the condition frame
-    # warped by a learned per-cell flow plus a residual; the Plücker map x10 (the zero-initialised patchify learns 10x
-    # faster under Adam: without it the camera was ignored); image-to-video only (what the evaluation asks for); 256
-    # scenes (4x: the model saw each of 64 scenes ~40 times).
-    c.model.update(anchor="flow_warp", camera_scale=10.0)
+    # reprojected through the camera at a learned per-cell depth plus a residual; the Plücker map x10 (the
+    # zero-initialised patchify learns 10x faster under Adam: without it the camera was ignored); image-to-video only
+    # (what the evaluation asks for); 256 scenes (4x: the model saw each of 64 scenes ~40 times).
+    c.model.update(anchor="depth_warp", camera_scale=10.0)
     c.train.i2v_prob = 1.0
     c.data.num_scenes = 256
     c.eval.following = 8  # held-out procedural scenes, the training data's kind
