@@ -61,6 +61,18 @@ def matched_keypoints(frame_a: np.ndarray, frame_b: np.ndarray, *, ratio: float 
   return 0 if inliers is None else int(inliers.sum())
 
 
+def _synchronised(source, generated, skip_frames: int) -> tuple[np.ndarray, np.ndarray]:
+  a, b = np.asarray(source), np.asarray(generated)
+  if a.ndim != 4 or b.ndim != 4 or a.shape[-1] != 3 or b.shape[-1] != 3:
+    raise SyncError(f"videos must be [T, H, W, 3], got {a.shape} and {b.shape}")
+  if a.shape[0] != b.shape[0]:
+    raise SyncError(f"videos must have the same frame count to compare timestamps, got {a.shape[0]} and "
+                    f"{b.shape[0]}")
+  if not 0 <= skip_frames < a.shape[0]:
+    raise SyncError(f"skip_frames={skip_frames} leaves no frame of {a.shape[0]}")
+  return a, b
+
+
 def sync_scores(source, generated, *, skip_frames: int = 1, **opts) -> dict[str, float]:
   """Per-timestamp matched keypoints between two synchronised videos `[T, H, W, 3]` uint8 (same `T`; sizes may
   differ), on frames `skip_frames..T-1`.
@@ -71,13 +83,23 @@ def sync_scores(source, generated, *, skip_frames: int = 1, **opts) -> dict[str,
   Raises:
     SyncError: different frame counts, wrong rank, or nothing left after `skip_frames`.
   """
-  a, b = np.asarray(source), np.asarray(generated)
-  if a.ndim != 4 or b.ndim != 4 or a.shape[-1] != 3 or b.shape[-1] != 3:
-    raise SyncError(f"videos must be [T, H, W, 3], got {a.shape} and {b.shape}")
-  if a.shape[0] != b.shape[0]:
-    raise SyncError(f"videos must have the same frame count to compare timestamps, got {a.shape[0]} and "
-                    f"{b.shape[0]}")
-  if not 0 <= skip_frames < a.shape[0]:
-    raise SyncError(f"skip_frames={skip_frames} leaves no frame of {a.shape[0]}")
+  a, b = _synchronised(source, generated, skip_frames)
   per = [matched_keypoints(a[t], b[t], **opts) for t in range(skip_frames, a.shape[0])]
   return {"matches": float(np.mean(per)), "matches_per_frame": per}
+
+
+def clip_v(source, generated, encoder, *, skip_frames: int = 1) -> float:
+  """CLIP-V (Track2View sec. 4, after ReCamMaster): the mean cosine similarity of CLIP image embeddings of the source
+  and the generated frame at the same timestamp, over frames `skip_frames..T-1` of two synchronised videos
+  `[T, H, W, 3]` uint8 (sizes may differ).
+
+  Args:
+    encoder: maps `uint8 [N, H, W, 3]` to L2-normalised `[N, D]`, e.g. `camjax.eval.learned.load("clip", path)` (a
+      local OpenAI CLIP TorchScript archive; camjax downloads nothing).
+
+  Raises:
+    SyncError: as `sync_scores` (shapes, frame counts, `skip_frames`).
+  """
+  a, b = _synchronised(source, generated, skip_frames)
+  fa, fb = np.asarray(encoder(a[skip_frames:])), np.asarray(encoder(b[skip_frames:]))
+  return float(np.mean(np.sum(fa * fb, axis=-1)))

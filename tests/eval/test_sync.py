@@ -29,3 +29,18 @@ def test_bad_inputs_raise_named_errors(video):
     sync.matched_keypoints(video[0].astype(np.float32), video[0])
   with pytest.raises(sync.SyncError, match="skip_frames"):
     sync.sync_scores(video, video, skip_frames=5)
+
+
+def test_clip_v_is_one_for_the_same_frames_and_lower_for_others(video):
+  """CLIP-V with a stand-in encoder (per-channel means, L2-normalised; the TorchScript CLIP of
+  `camjax.eval.learned` has the same call convention)."""
+  def encoder(frames):
+    f = np.asarray(frames, np.float64).mean(axis=(1, 2)) + 1.0
+    return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+  assert sync.clip_v(video, video, encoder) == pytest.approx(1.0)
+  tinted = video.copy()
+  tinted[..., 0] = 255
+  assert sync.clip_v(video, tinted, encoder) < 0.99
+  with pytest.raises(sync.SyncError, match="same frame count"):
+    sync.clip_v(video, video[:-1], encoder)
