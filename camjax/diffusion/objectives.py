@@ -47,7 +47,7 @@ __all__ = ["DDPM", "DiffusionError", "FlowMatching", "OBJECTIVES", "Objective", 
 
 FLOW_DENSITIES = ("uniform", "logit_normal")
 FLOW_PREDICTIONS = ("velocity", "sample")
-DDPM_PREDICTIONS = ("eps", "v")
+DDPM_PREDICTIONS = ("eps", "v", "sample")
 
 
 class Objective(Protocol):
@@ -219,7 +219,8 @@ class DDPM:
 
   Attributes:
     kind: "ddpm" (class attribute).
-    prediction: "eps" (the model predicts `eps`) or "v" (it predicts `v = sqrt(abar) eps - sqrt(1 - abar) x_0`).
+    prediction: "eps" (the model predicts `eps`), "v" (it predicts `v = sqrt(abar) eps - sqrt(1 - abar) x_0`) or
+      "sample" (it predicts `x_0`, diffusers' `prediction_type="sample"`; the loss is the x_0 MSE).
     num_train_timesteps: `N`.
     beta_start: first beta of the scaled-linear schedule.
     beta_end: last beta of the scaled-linear schedule.
@@ -279,9 +280,12 @@ class DDPM:
     return (jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * noise).astype(x0.dtype)
 
   def target(self, x0, noise, timesteps):
-    """Regression target: `eps`, or `v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0` for `prediction="v"`."""
+    """Regression target: `eps`, `v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0` for `prediction="v"`, or `x_0` for
+    `prediction="sample"`."""
     if self.prediction == "eps":
       return noise
+    if self.prediction == "sample":
+      return x0
     a = self._abar(timesteps, x0)
     return (jnp.sqrt(a) * noise - jnp.sqrt(1.0 - a) * x0).astype(x0.dtype)
 
@@ -291,7 +295,7 @@ class DDPM:
 
   def loss_terms(self, x_t, pred, x0, noise, timesteps):
     """`(pred, target(x0, noise, timesteps))` as float32, the shape of `x0`: the network output and the `eps`
-    (or `v`) it regresses; `x_t` is unused (kept for the common interface)."""
+    (`v`, `x_0`) it regresses; `x_t` is unused (kept for the common interface)."""
     del x_t
     return pred.astype(jnp.float32), self.target(x0, noise, timesteps).astype(jnp.float32)
 
@@ -301,17 +305,23 @@ class DDPM:
     return pred
 
   def predict_x0(self, x_t, pred, timesteps):
-    """Clean estimate: `(x_t - sqrt(1 - abar) eps) / sqrt(abar)` (eps) or `sqrt(abar) x_t - sqrt(1 - abar) v` (v)."""
+    """Clean estimate: `(x_t - sqrt(1 - abar) eps) / sqrt(abar)` (eps), `sqrt(abar) x_t - sqrt(1 - abar) v` (v) or
+    `pred` itself (sample)."""
+    if self.prediction == "sample":
+      return pred
     a = self._abar(timesteps, x_t)
     if self.prediction == "eps":
       return (x_t - jnp.sqrt(1.0 - a) * pred) / jnp.sqrt(a)
     return jnp.sqrt(a) * x_t - jnp.sqrt(1.0 - a) * pred
 
   def predict_eps(self, x_t, pred, timesteps):
-    """Noise estimate: `pred` itself (eps) or `sqrt(abar) v + sqrt(1 - abar) x_t` (v)."""
+    """Noise estimate: `pred` itself (eps), `sqrt(abar) v + sqrt(1 - abar) x_t` (v) or
+    `(x_t - sqrt(abar) x_0) / sqrt(1 - abar)` (sample)."""
     if self.prediction == "eps":
       return pred
     a = self._abar(timesteps, x_t)
+    if self.prediction == "sample":
+      return (x_t - jnp.sqrt(a) * pred) / jnp.sqrt(1.0 - a)
     return jnp.sqrt(a) * pred + jnp.sqrt(1.0 - a) * x_t
 
   def sample(self, denoise, x_T, *, steps: int, hooks=(), rng=None, eta=0.0, steps_offset: int = 0, clean=None,

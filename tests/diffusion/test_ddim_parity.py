@@ -40,7 +40,7 @@ def diffusers_trajectory(x_T, *, prediction, steps, eta, steps_offset, noises):
   sched = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
                                   beta_end=0.012, timestep_spacing="leading", steps_offset=steps_offset,
                                   set_alpha_to_one=False, clip_sample=False, thresholding=False,
-                                  prediction_type="epsilon" if prediction == "eps" else "v_prediction")
+                                  prediction_type={"eps": "epsilon", "v": "v_prediction", "sample": "sample"}[prediction])
   sched.set_timesteps(steps)
   x = torch.from_numpy(np.asarray(x_T))
   xs = [x.numpy()]
@@ -76,6 +76,7 @@ CASES = [  # (prediction, steps, eta, steps_offset)
     ("eps", 25, 0.0, 1),  # steps_offset 1 (SD 1.5 / AnimateDiff / LVDM): 961 ... 1
     ("eps", 30, 0.6, 1),  # stochastic, 1000 not a multiple of the steps (ratio 33)
     ("v", 20, 1.0, 0),  # v-prediction, DDPM-like eta = 1
+    ("sample", 20, 0.0, 1),  # x_0-prediction (MotionFlow's CPU default with the depth-warp anchor)
 ]
 
 

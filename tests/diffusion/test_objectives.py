@@ -163,7 +163,11 @@ def test_ddpm_alphas_cumprod_match_diffusers():
   np.testing.assert_allclose(betas, sched.betas.numpy(), rtol=1e-5)
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+def _ddpm_target(prediction, x0, noise, abar):
+  return {"eps": noise, "v": np.sqrt(abar) * noise - np.sqrt(1 - abar) * x0, "sample": x0}[prediction]
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "sample"])
 def test_ddpm_targets_and_round_trips(prediction):
   obj = d.DDPM(prediction=prediction)
   x0, noise = _normal(2, (6, 2, 4, 4, 3)), _normal(3, (6, 2, 4, 4, 3))
@@ -183,18 +187,18 @@ def test_ddpm_targets_and_round_trips(prediction):
   assert t.dtype == np.int32 and t.shape == (6,) and np.all((t >= 0) & (t < 1000))
   abar = _tables()[1][t][:, None, None, None, None]
   np.testing.assert_allclose(r["xt"], np.sqrt(abar) * x0 + np.sqrt(1 - abar) * noise, atol=1e-5)
-  expected = noise if prediction == "eps" else np.sqrt(abar) * noise - np.sqrt(1 - abar) * x0
-  np.testing.assert_allclose(r["target"], expected, atol=1e-5)
-  # eps -> x_0 divides by sqrt(abar_999) = 0.068, amplifying float32 rounding ~15x.
+  np.testing.assert_allclose(r["target"], _ddpm_target(prediction, x0, noise, abar), atol=1e-5)
+  # eps -> x_0 divides by sqrt(abar_999) = 0.068, amplifying float32 rounding ~15x; x_0 -> eps divides by
+  # sqrt(1 - abar_0) = 0.029 (~35x).
   np.testing.assert_allclose(r["x0_hat"], x0, atol=2e-3 if prediction == "eps" else 1e-5)
-  np.testing.assert_allclose(r["eps_hat"], noise, atol=1e-5)
+  np.testing.assert_allclose(r["eps_hat"], noise, atol=2e-3 if prediction == "sample" else 1e-5)
   assert r["model_t"].dtype == np.float32
   np.testing.assert_array_equal(r["model_t"], t.astype(np.float32))
 
 
 def test_ddpm_rejects_unknown_prediction():
-  with pytest.raises(d.DiffusionError, match="eps.*v"):
-    d.DDPM(prediction="sample")
+  with pytest.raises(d.DiffusionError, match="eps.*v.*sample"):
+    d.DDPM(prediction="x0")
   with pytest.raises(d.DiffusionError):
     d.DDPM(beta_end=1.5)
 
@@ -233,7 +237,7 @@ def test_flow_matching_common_names_are_the_existing_methods():
   assert d.FlowMatching.kind == "flow" and "kind" not in {f.name for f in dataclasses.fields(fm)}
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("prediction", ["eps", "v", "sample"])
 def test_ddpm_common_interface(prediction):
   obj = d.DDPM(prediction=prediction)
   x0, noise = _normal(2, (4, 3, 5)), _normal(3, (4, 3, 5))
@@ -250,9 +254,8 @@ def test_ddpm_common_interface(prediction):
   assert t.dtype == np.int32 and t.shape == (4,)
   np.testing.assert_array_equal(t, t_ref)
   abar = _tables()[1][t][:, None, None]
-  expected = noise if prediction == "eps" else np.sqrt(abar) * noise - np.sqrt(1 - abar) * x0
   assert pred.dtype == target.dtype == np.float32
-  np.testing.assert_allclose(target, expected, atol=1e-5)
+  np.testing.assert_allclose(target, _ddpm_target(prediction, x0, noise, abar), atol=1e-5)
   np.testing.assert_allclose(pred - target, 0.25, atol=1e-5)
   np.testing.assert_array_equal(sampler_pred, pred)  # DDIM consumes the prediction in its own parameterisation
 
