@@ -299,3 +299,42 @@ def test_semantic_vit_loads_dinov2_and_matches_transformers(tmp_path):
     load_dinov2(SemanticViT(cfg.replace(num_layers=1), rngs=nnx.Rngs(0)), tmp_path / "dino")
   with pytest.raises(SemanticEncoderError, match="config.json missing"):
     SemanticViTConfig.from_dinov2(tmp_path / "absent")
+
+
+def test_depth_warp_anchor_adds_the_reprojected_first_frame_and_trains_its_disparity_head():
+  """`model.anchor="depth_warp"` (the CPU default): the network's x_0 prediction is its output plus the first frame
+  reprojected through the trajectory at the disparity head's depth (a plane before training); the loss reaches the
+  head; validation names the objective it needs."""
+  config = _config("test")
+  config.model.anchor = "depth_warp"
+  config.objective.prediction = "sample"
+  method = methods.get("motionflow")
+  assert method.validate(config) == []
+  model = build(config)
+  static = model.static
+  batch = host_batch(config, model)
+  generator = methods.merge(static, model.weights())
+  cond = mfm.conditions(generator, static, batch)
+  anchor, poses = cond.warp
+  timesteps = jnp.array([500.0, 500.0])
+  text = methods.text_states(generator, batch)
+  kwargs = dict(cond_mask=cond.cond_mask, camera=cond.camera, image=cond.image)
+  plain = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], **kwargs)
+  warped = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], warp=cond.warp,
+                             autoencoder=static.autoencoder, **kwargs)
+  ae = static.autoencoder
+  plane = jnp.full((*anchor.shape[:4], ae.temporal_factor), config.model.anchor_disparity)
+  expected = m_reproject(anchor, plane, poses, ae)
+  np.testing.assert_allclose(np.asarray(warped - plain), np.asarray(expected), atol=1e-5)
+  assert float(jnp.abs(expected[:, -1] - anchor[:, -1]).mean()) > 1e-3  # the trajectory moves the first frame
+  grads = jax.grad(lambda p: method.loss(methods.merge(static, dict(model.weights(), params=p)), static, batch,
+                                         jax.random.key(1)))(model.params)
+  head = grads["disparity_head"]["proj"]["kernel"]
+  assert float(jnp.abs(head.get_value() if hasattr(head, "get_value") else head).max()) > 0
+  config.objective.prediction = "eps"
+  assert "model.anchor='depth_warp'" in " ".join(method.validate(config))
+
+
+def m_reproject(anchor, disparity, poses, ae):
+  from camjax.methods.cameractrl2 import reproject_anchor  # pylint: disable=import-outside-toplevel
+  return reproject_anchor(anchor, disparity, *poses, ae.spatial_factor, ae.temporal_factor)

@@ -66,6 +66,7 @@ from camjax.conditioning import motionflow as mf
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.methods.cameractrl2 import DisparityHead, anchor_poses, condition_anchor, reproject_anchor
 from camjax.methods.registry import MethodError
 from camjax.models import WanDiT
 from camjax.models.text import drop_text, null_text
@@ -75,7 +76,11 @@ log = logging.getLogger("camjax.methods.motionflow")
 # Generator paths of the modules MotionFlow adds (the "trajectory encoder and motion extractor" of stage 1); every other
 # parameter belongs to a base network (video DiT, reference DiT, text encoder) and is frozen in stage 1.
 NEW_MODULES = ("trajectory", "semantic", "semantic_input", "extra_kv_gate", "object_attention", "cross",
-               "cross_embedders")
+               "cross_embedders", "disparity_head")
+# `model.anchor`: "none" (the paper: the network's output is the prediction) or "depth_warp" (camjax's CPU-sized
+# design, as CameraCtrl II's default: the x_0 prediction is a residual on the first frame reprojected through the
+# trajectory at a learned per-cell disparity; needs the pixel autoencoder and `objective.prediction="sample"`).
+ANCHORS = ("none", "depth_warp")
 REFERENCE_INPUTS = ("image", "video")
 # Held-out evaluation scenes: seeds from here (+ config.seed), never rendered for training.
 EVAL_SEED = 4_000_000
@@ -169,6 +174,7 @@ class Conditions(NamedTuple):
   cond_mask: jax.Array
   camera: tuple
   image: dict
+  warp: tuple | None = None  # `(anchor latents, anchor_poses(...))` with `model.anchor="depth_warp"`
 
 
 def reference_image(static, batch, latents) -> jax.Array:
@@ -210,7 +216,11 @@ def conditions(model, static, batch) -> Conditions:
   camera = tuple(model.trajectory(plucker.astype(jnp.dtype(c.model.dtype))))
   cond_mask = cc2.extension_mask(b, (t, h, w), 1) if c.model.clean_first_frame else jnp.zeros((b, t, h, w, 1))
   features = model.semantic(reference_image(static, batch, latents)) if needs_image_features(c) else None
-  return Conditions(latents, cond_mask, camera, {"features": features, "reference": latents[:, :1]})
+  warp = None
+  if c.model.get("anchor", "none") == "depth_warp":
+    warp = (condition_anchor(latents, cond_mask, ae.temporal_factor),
+            anchor_poses(static, dict(batch, has_camera=jnp.ones((b,), bool)), cond_mask))
+  return Conditions(latents, cond_mask, camera, {"features": features, "reference": latents[:, :1]}, warp)
 
 
 def null_image(image: dict, keep: jax.Array | None = None) -> dict:
@@ -262,9 +272,12 @@ def reference_maps(model, config, x_t, timesteps, camera, image, grid) -> mf.Ref
   return mf.reference_kv(hidden, grid, per_frame=True, num_layers=layers, layout=r.layout)
 
 
-def video_forward(model, config, latents, timesteps, text, text_mask, *, cond_mask, camera, image):
+def video_forward(model, config, latents, timesteps, text, text_mask, *, cond_mask, camera, image, warp=None,
+                  autoencoder=None):
   """The video network's prediction `[B, t, h, w, C]` (inside jit): reference attention on the motion maps, the
-  semantic token map and object attention (with `semantic.enabled`), the first-frame mask channel."""
+  semantic token map and object attention (with `semantic.enabled`), the first-frame mask channel; with `warp`
+  (`Conditions.warp`, `model.anchor="depth_warp"`) the output is a residual on the first frame reprojected at the
+  disparity head's depth (the poses repeat when guidance concatenates its condition sets along the batch)."""
   dit = model.dit
   pt, ph, pw = dit.config.patch_size
   _, t, h, w, _ = latents.shape
@@ -277,7 +290,14 @@ def video_forward(model, config, latents, timesteps, text, text_mask, *, cond_ma
     features = image["features"]
     inputs["token_map"] = model.semantic_input(features, model.semantic.config.grid, grid)
     inputs["semantic"] = features
-  return dit(latents, timesteps, text, text_mask, **inputs)
+  if warp is None:
+    return dit(latents, timesteps, text, text_mask, **inputs)
+  out, hidden = dit(latents, timesteps, text, text_mask, return_hidden=True, **inputs)
+  anchor, poses = warp
+  k = latents.shape[0] // anchor.shape[0]
+  anchor, poses = jax.tree.map(lambda x: jnp.tile(x, (k,) + (1,) * (x.ndim - 1)), (anchor, poses))
+  disparity = model.disparity_head(hidden[-1], latents.shape[1:4])
+  return out + reproject_anchor(anchor, disparity, *poses, autoencoder.spatial_factor, autoencoder.temporal_factor)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -316,6 +336,9 @@ class MotionFlow(Method):
       out["semantic"] = vit
     if config.semantic.enabled:
       out["semantic_input"] = mf.SemanticInput(out["semantic"].config.dim, dit_config.dim, rngs=rngs, **dtypes)
+    if config.model.get("anchor", "none") == "depth_warp":
+      out["disparity_head"] = DisparityHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
+                                            rngs=rngs, init=float(config.model.get("anchor_disparity", 0.25)))
     return out
 
   def phases(self, config):
@@ -356,6 +379,14 @@ class MotionFlow(Method):
       bad.append(f"train.image_dropout={t.image_dropout!r} (a probability)")
     if needs_image_features(config) and not s.path and int(s.resolution) % int(s.patch_size):
       bad.append(f"semantic.resolution={s.resolution!r} (a multiple of semantic.patch_size={s.patch_size})")
+    anchor = config.model.get("anchor", "none")
+    if anchor not in ANCHORS:
+      bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
+    elif anchor == "depth_warp" and (config.autoencoder.kind != "pixel" or config.objective.kind != "ddpm"
+                                     or config.objective.get("prediction") != "sample"
+                                     or not config.model.clean_first_frame):
+      bad.append(f"model.anchor={anchor!r} (a residual on the first frame needs autoencoder.kind='pixel', "
+                 "objective.kind='ddpm' with prediction='sample' and model.clean_first_frame=True)")
     ae = config.autoencoder
     if ae.kind == "pixel":
       cell = int(ae.spatial_factor) * 2  # WAN's (1, 2, 2) patch on the latent grid
@@ -380,7 +411,7 @@ class MotionFlow(Method):
 
     def network(x, timesteps, text, text_mask):
       return video_forward(model, c, x, timesteps, text, text_mask, cond_mask=cond.cond_mask, camera=cond.camera,
-                           image=image)
+                           image=image, warp=cond.warp, autoencoder=static.autoencoder)
 
     clean = cond.cond_mask if c.model.clean_first_frame else None
     return denoising_loss(network, static.objective, latents, noise, level, text, text_mask, clean_mask=clean)
@@ -396,7 +427,7 @@ class MotionFlow(Method):
 
     def model_fn(latents, timesteps, text, text_mask, image, cond_mask, camera):
       return video_forward(model, c, latents, timesteps, text, text_mask, cond_mask=cond_mask, camera=camera,
-                           image=image)
+                           image=image, warp=cond.warp, autoencoder=static.autoencoder)
 
     full = dict(text=text, text_mask=text_mask, image=cond.image)
     if float(s.w_image) == 1.0 and float(s.w_text) == 1.0:
