@@ -12,8 +12,9 @@ Variants (the text after ':'):
                 byte-level text encoder and a lossless pixel autoencoder (4x4 pixels per latent position, one frame
                 per latent frame; a DiT token is an 8x8-pixel block, 192 numbers = the DiT width) on procedurally
                 rendered scenes (9 frames at 32x32, 144 tokens per clip). DDPM (scaled-linear, 1000 steps) with
-                v-prediction (the paper's eps-prediction failed at this size, see the objective below), DDIM
-                sampling. Stage 1 (`train.steps`) then stage 2 (`phase2.steps`) in one run. There are no pretrained
+                x_0-prediction as a residual on the first frame reprojected through the trajectory at a learned depth
+                (`model.anchor="depth_warp"`, camjax's CPU-sized design; the paper's eps-prediction failed at this
+                size, see the objective below), DDIM sampling. Stage 1 (`train.steps`) then stage 2 (`phase2.steps`) in one run. There are no pretrained
                 bases at this size, so stage 1 does NOT freeze them (`train.freeze_bases=False`): a frozen random
                 video DiT has a zero output layer (WAN initialises `proj_out` at zero), which gives every parameter a
                 zero gradient, and stage 1 would do nothing. End of run: held-out scenes, true vs reversed trajectory
@@ -57,6 +58,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # the first latent frame is the reference image, held clean, with a condition-mask input channel (camjax's I2V
   # convention).
   c.model.update(num_heads=4, head_dim=48, ffn_dim=768, clean_first_frame=True)
+  # camjax's CPU-sized design (as CameraCtrl II's default, docs/methods.md): the x_0 prediction is a residual on the
+  # first frame reprojected through the trajectory at a learned per-cell disparity (`anchor_disparity` at init);
+  # "none": the paper's plain prediction.
+  c.model.update(anchor="depth_warp", anchor_disparity=0.25)
   # The reference motion network (sec. 3.4): a WanDiT of the video's width; `input` "image" (the clean reference
   # latent repeated over the frames, ReferenceNet-style) or "video" (the noisy video latent frame by frame, eq. 4's
   # literal phi_i(z_t)); `lambda_c` weighs the camera term of eq. 4; `layout` places the maps beside the frame
@@ -78,12 +83,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.autoencoder.update(kind="pixel", temporal_factor=1, spatial_factor=4, channels=3)
   c.data.update(num_scenes=64, render_size=64, num_frames=9, height=32, width=32, stride=(1, 2), batch_size=4)
   # DDPM with scaled-linear betas 0.00085 -> 0.012 over 1000 steps and DDIM sampling (REFERENCE.md section 7). The
-  # paper's eq. 2 is eps-prediction (`prediction="eps"`, the `test` variant's); the CPU-sized variants predict
-  # v = sqrt(abar) eps - sqrt(1 - abar) x_0 instead: trained from scratch for 500 steps, the eps model's clean estimate
-  # at high noise is hopeless (x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) magnifies its eps error 13x at t = 950:
-  # 7.7 dB) and its DDIM samples are saturated colour noise (8.2 dB on the held-out scenes); the v model's estimate
-  # stays at 20-25 dB at every t (docs/methods.md, "MotionFlow as a method").
-  c.objective = ml_collections.ConfigDict(dict(kind="ddpm", prediction="v", num_train_timesteps=1000,
+  # paper's eq. 2 is eps-prediction (`prediction="eps"`, the `test` variant's); the CPU-sized variants predict x_0
+  # (`"sample"`, which the depth-warp anchor needs: the prediction is a residual on the warped first frame). Trained
+  # from scratch for 500 steps, the eps model's clean estimate at high noise is hopeless (x_0 = (x_t - sqrt(1 - abar)
+  # eps) / sqrt(abar) magnifies its eps error 13x at t = 950: 7.7 dB) and its DDIM samples are saturated colour noise
+  # (8.2 dB on the held-out scenes); v-prediction (`"v"`) samples reached 16 dB without the anchor (docs/methods.md,
+  # "MotionFlow as a method").
+  c.objective = ml_collections.ConfigDict(dict(kind="ddpm", prediction="sample", num_train_timesteps=1000,
                                                beta_start=0.00085, beta_end=0.012))
   # Adam (no weight decay: the paper's optimiser, and stage 1's frozen parts stay bit-identical).
   c.optimizer.update(lr=5e-4, warmup_init_lr=1e-4, warmup_steps=20, end_lr=5e-5, weight_decay=0.0, b1=0.9, b2=0.999)
@@ -115,6 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.phase2.update(steps=1, lr=2.5e-4)
     c.optimizer.update(warmup_steps=1)
     c.objective.prediction = "eps"  # the paper's eq. 2
+    c.model.anchor = "none"
     c.sample.update(num=1, steps=2, w_text=2.0, w_image=1.5)
     c.eval.update(at_end=False, scenes=1)
   elif variant == "re10k":
@@ -134,6 +141,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   stride=(1, 3), batch_size=8, worker_count=8)
     c.objective = ml_collections.ConfigDict(dict(kind="flow", shift=3.0, density="logit_normal",
                                                  prediction="velocity"))
+    c.model.anchor = "none"
     c.optimizer.update(lr=1e-4, warmup_init_lr=1e-5, warmup_steps=100, end_lr=1e-4, grad_clip=1.0)
     c.train.update(steps=20_000, freeze_bases=True, log_every=50, checkpoint_every=1000)
     c.phase2.update(steps=60_000, lr=1e-5)
