@@ -1,4 +1,5 @@
-"""Track2View as a method: its pair data, LoRA training leaves the base bit-identical."""
+"""Track2View as a method: its pair data, LoRA training leaves the base bit-identical, the depth-warp anchor, the pair
+report."""
 
 import importlib.util
 from pathlib import Path
@@ -48,9 +49,10 @@ def test_lora_training_updates_only_lora_and_the_conditioner():
     model = methods.build_model(config, mesh)
     names = lambda state: {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(state)}
     trained = names(model.params)
-    assert trained and all("/lora/" in n or n.startswith("tracks/") for n in trained)
-    assert any(n.startswith("tracks/") for n in trained) and any("/lora/" in n for n in trained)
-    assert not any("/lora/" in n or n.startswith("tracks/") for n in names(model.frozen))
+    new = ("tracks/", "disparity_head/")  # the conditioner and the depth-warp anchor's head train fully
+    assert trained and all("/lora/" in n or n.startswith(new) for n in trained)
+    assert all(any(n.startswith(p) for n in trained) for p in new) and any("/lora/" in n for n in trained)
+    assert not any("/lora/" in n or n.startswith(new) for n in names(model.frozen))
     # A pretrained base has a nonzero output layer (camjax's random init zeroes it, which would stop every gradient).
     flat = nnx.to_flat_state(model.frozen)
     for key, var in flat:
@@ -144,3 +146,48 @@ def test_target_camera_error_tells_the_target_view_from_the_source():
   assert 0.0 < floor["track2view/rot_err"] < 1.0 and np.isfinite(floor["track2view/trans_err"])
   assert source["track2view/rot_err"] > 3 * floor["track2view/rot_err"]
   assert source["track2view/trans_err"] > 3 * floor["track2view/trans_err"]
+
+
+def test_an_untrained_depth_warp_model_reprojects_the_source_on_one_plane_and_learns_disparity():
+  """`model.anchor="depth_warp"` (the default): before training, the sampled target view (two guidance sets, the
+  anchor tiled over them) is the source video reprojected into the target cameras at the initial disparity (one
+  plane); the loss reaches the disparity head; velocity prediction is refused."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
+  from camjax.methods import track2view  # pylint: disable=import-outside-toplevel
+  config = _config()
+  assert config.model.anchor == "depth_warp" and track2view.METHOD.validate(config) == []
+  mesh = sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    model = methods.build_model(config, mesh)
+  static = model.static
+  ex = _held_out_pair(config)
+  host = {k: np.asarray(ex[k])[None] for k in track2view.PAIR_KEYS}
+  host["caption"] = np.array([str(ex["caption"])])
+  batch = {k: jnp.asarray(v) for k, v in methods.host_batch(host, model.tokenizer, model.method, config).items()}
+  sample = jax.jit(lambda w: track2view.METHOD.sample(methods.merge(static, w), static, batch, jax.random.key(0)))
+  video = np.asarray(sample(model.weights()))
+  ae = static.autoencoder
+  anchor = track2view.source_anchor(static, batch)
+  t, h, w = ae.latent_shape(*ex["src_frames"].shape[:3])[:3]
+  plane = jnp.full((1, t, h, w, ae.temporal_factor), config.model.anchor_disparity)
+  expected = np.asarray(ae.decode(track2view.warp_source(anchor, plane, ae.spatial_factor, ae.temporal_factor)))
+  np.testing.assert_allclose(video, expected, atol=1e-4)
+  source = ex["src_frames"][None].astype(np.float32) / 127.5 - 1
+  np.testing.assert_allclose(video[:, 0], source[:, 0], atol=1e-4)  # frame 0 is shared by the two cameras
+  assert np.abs(video[:, 1:] - source[:, 1:]).mean() > 0.02  # the target camera moves away from the source
+  # The gradient of the loss w.r.t. the (zero-initialised) disparity head.
+  params = model.params
+
+  def loss(head):
+    p = jax.tree.map(lambda x: x, params)
+    p["disparity_head"] = head
+    return track2view.METHOD.loss(methods.merge(static, dict(model.weights(), params=p)), static, batch,
+                                  jax.random.key(1))
+
+  grads = jax.jit(jax.grad(loss))(params["disparity_head"])
+  kernel = grads["proj"]["kernel"]
+  kernel = np.asarray(kernel.get_value() if hasattr(kernel, "get_value") else kernel)
+  assert np.all(np.isfinite(kernel)) and np.abs(kernel).max() > 0
+  config.objective.prediction = "velocity"
+  assert "model.anchor='depth_warp'" in track2view.METHOD.validate(config)[0]

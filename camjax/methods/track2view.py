@@ -14,8 +14,19 @@
   trained from scratch) everything trains.
 * Augmentations (sec. 3.2): up to `train.source_frame_drop` of the source latent frames zeroed (and their tracks
   invalid in the source), a random `train.track_keep` fraction of the tracks kept.
-* Sampling: text classifier-free guidance (`sample.w_text`) with the objective's sampler; `tracks="zero"` zeroes the
-  tracks (the control without conditioning).
+* `model.anchor = "depth_warp"` (camjax's CPU-sized default, not the paper; needs the pixel autoencoder and
+  `objective.prediction = "sample"`): the DiT's clean-sample prediction of the target half is a residual on an
+  anchor, the SOURCE video reprojected into the target cameras. Target frame t and source frame t show the same scene
+  at the same instant from two known cameras, so each target pixel is unprojected at a disparity that a
+  zero-initialised head (`DisparityHead`, `model.anchor_disparity` at init: one plane) reads per cell and frame from
+  the DiT's last hidden states, moved by `w2c_src_t @ c2w_tgt_t`, projected with `K_src_t`, and source frame t is
+  sampled there (`camjax.geometry.warp.reproject`; `source_anchor`, `warp_source`). The cameras then decide the view
+  change exactly and the DiT has to learn depth (one number per cell) and fix disocclusions. The anchor reads the
+  cameras and the whole source video, both given at inference: source frame dropout (a training augmentation of the
+  DiT's source TOKENS) does not reach it, and neither does zeroing the tracks.
+* Sampling: text classifier-free guidance (`sample.w_text`) with the objective's sampler; `zero_tracks` zeroes the
+  tracks (the control without track conditioning; with the anchor on it keeps the anchor, which uses the cameras
+  and not the tracks: the control then measures what the tracks add on top of the reprojection).
 * End of run (`evaluate_pairs`): held-out pairs, the target view against the true one (PSNR / SSIM, matched
   keypoints) next to the zeroed-tracks control and the trivial baselines, and the camera error of the target view
   against the target trajectory (Track2View's RotErr / TransErr by SfM, issue #18), the true target view's being
@@ -26,13 +37,16 @@ from __future__ import annotations
 
 import logging
 
+import einops
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from camjax.conditioning import tracks as tr
 from camjax.diffusion import clean_hook, guided_denoiser
+from camjax.geometry import se3, warp
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.methods.cameractrl2 import DisparityHead
 from camjax.models import lora
 from camjax.models.text import drop_text, null_text
 from camjax.models.wan import grid_positions
@@ -60,6 +74,71 @@ def latent_tracks(static, batch, token_grid):
   to_grid = lambda p: tr.video_to_token_coords(p, video_size, token_grid)
   return (to_grid(sub["src_xy"]), to_grid(sub["tgt_xy"]), sub["src_depth"], sub["tgt_depth"],
           sub["src_valid"].astype(bool), sub["tgt_valid"].astype(bool))
+
+
+# ------------------------------------------------------------------------------------------- the depth-warp anchor
+ANCHORS = ("none", "depth_warp")
+
+
+def slot_frames(latent_frames: int, temporal_factor: int, num_frames: int) -> jax.Array:
+  """`[t, tf]` int32: the video frame each slot `(i, ft)` of the pixel autoencoder holds, `max(i tf + ft - (tf - 1),
+  0)` (latent frame 0 holds frame 0 repeated `tf` times, `camjax.models.autoencoders.PixelAutoencoder`), clipped to
+  `num_frames - 1`."""
+  tf = int(temporal_factor)
+  frames = jnp.maximum(jnp.arange(latent_frames)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)
+  return jnp.minimum(frames, int(num_frames) - 1).astype(jnp.int32)
+
+
+def source_anchor(static, batch) -> dict:
+  """What `warp_source` needs to reproject the source video into the target cameras, per target slot.
+
+  Slot `(i, ft)` of the target latents holds target video frame `f = slot_frames(...)[i, ft]`; its anchor is source
+  frame `f` (the same instant) seen from target camera `f`. The source frames are taken from the source latents (the
+  pixel autoencoder's latents are the pixels, up to its affine map, which bilinear sampling commutes with), before
+  any source frame dropout.
+
+  Args:
+    batch: `src_frames` uint8 `[B, T, H, W, 3]`, `src_w2c`, `tgt_w2c` `[B, T, 4, 4]`, `src_K`, `tgt_K` `[B, T, 3, 3]`
+      (pixels at `H x W`).
+
+  Returns:
+    `{"frames": [B, t tf, H, W, 3] (latent units), "dst_to_src": [B, t tf, 4, 4] (w2c_src_f @ c2w_tgt_f),
+    "K_dst": [B, t tf, 3, 3] (target), "K_src": [B, t tf, 3, 3] (source)}`.
+  """
+  ae = static.autoencoder
+  tf, sf = ae.temporal_factor, ae.spatial_factor
+  src = ae.encode(batch["src_frames"].astype(jnp.float32) / 127.5 - 1.0)
+  b, t = src.shape[:2]
+  frames = einops.rearrange(src, "b t h w (ft fy fx c) -> b (t ft) (h fy) (w fx) c", ft=tf, fy=sf, fx=sf)
+  idx = slot_frames(t, tf, batch["src_frames"].shape[1]).reshape(-1)
+  f32 = lambda k: batch[k].astype(jnp.float32)[:, idx]
+  return {"frames": frames, "dst_to_src": f32("src_w2c") @ se3.invert(f32("tgt_w2c")), "K_dst": f32("tgt_K"),
+          "K_src": f32("src_K")}
+
+
+def warp_source(anchor: dict, disparity, spatial_factor: int, temporal_factor: int):
+  """The source video reprojected into the target cameras at a per-cell disparity, in the pixel latent layout.
+
+  Args:
+    anchor: `source_anchor`'s dict (`[B, t tf, ...]`).
+    disparity: `[B, t, h, w, tf]` target disparity (1 / depth, in the cameras' translation unit) per latent cell and
+      video frame of the slot (`DisparityHead`), upsampled bilinearly to every pixel.
+    spatial_factor, temporal_factor: the pixel autoencoder's factors.
+
+  Returns:
+    `[B, t, h, w, tf sf sf 3]` target-half anchor latents (`camjax.geometry.warp.reproject` of every slot's source
+    frame).
+  """
+  b, t, h, w, tf = disparity.shape
+  sf = int(spatial_factor)
+  if tf != temporal_factor or anchor["frames"].shape[:4] != (b, t * tf, h * sf, w * sf):
+    raise tr.TrackError(f"warp_source: disparity {tuple(disparity.shape)} does not fit the anchor frames "
+                        f"{tuple(anchor['frames'].shape)} (expected [B, t tf, h sf, w sf, C] with tf = "
+                        f"{temporal_factor}, sf = {sf})")
+  d = einops.rearrange(disparity.astype(jnp.float32), "b t h w ft -> b (t ft) h w")
+  d = jax.image.resize(d, (b, t * tf, h * sf, w * sf), "linear")
+  out = warp.reproject(anchor["frames"], d, anchor["dst_to_src"], anchor["K_dst"], anchor["K_src"])
+  return einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
 
 
 class Track2View(Method):
@@ -105,11 +184,16 @@ class Track2View(Method):
                                     mlp_hidden=int(t.mlp_hidden or dit_config.dim), num_layers=int(t.num_layers),
                                     num_heads=dit_config.num_heads, dtype=dit_config.dtype,
                                     param_dtype=dit_config.param_dtype, attention=dit_config.attention)
-    return {"tracks": tr.TrackConditioner(cfg, rngs=rngs)}
+    out = {"tracks": tr.TrackConditioner(cfg, rngs=rngs)}
+    if config.model.get("anchor", "none") == "depth_warp":
+      out["disparity_head"] = DisparityHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
+                                            rngs=rngs, init=float(config.model.get("anchor_disparity", 0.25)))
+    return out
 
   def trainable(self, config):
     if config.model.lora_rank:
-      return nnx.Any(lora.trainable, nnx.All(nnx.Param, nnx.PathContains("tracks")))
+      new = nnx.Any(nnx.PathContains("tracks"), nnx.PathContains("disparity_head"))
+      return nnx.Any(lora.trainable, nnx.All(nnx.Param, new))
     return nnx.Param
 
   def validate(self, config):
@@ -124,6 +208,16 @@ class Track2View(Method):
                  f"{config.data.render_size})")
     if not 0 <= config.train.source_frame_drop < 1:
       bad.append(f"train.source_frame_drop={config.train.source_frame_drop!r} (in [0, 1))")
+    anchor = config.model.get("anchor", "none")
+    if anchor not in ANCHORS:
+      bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
+    elif anchor == "depth_warp":
+      if config.autoencoder.kind != "pixel" or config.objective.get("prediction") != "sample":
+        bad.append(f"model.anchor={anchor!r} (a residual on the reprojected source video needs autoencoder.kind="
+                   f"'pixel' and objective.prediction='sample'; got {config.autoencoder.kind!r} and "
+                   f"{config.objective.get('prediction')!r})")
+      if float(config.model.get("anchor_disparity", 0.25)) <= 0:
+        bad.append(f"model.anchor_disparity={config.model.anchor_disparity!r} (the initial disparity, > 0)")
     return bad
 
   # ------------------------------------------------------------------------------------------------ the DiT inputs
@@ -164,23 +258,62 @@ class Track2View(Method):
     sigma = static.objective.sample_level(k_sigma, latents.shape[0])
     text = text_states(model, batch)
     text, text_mask = drop_text(k_text, text, batch["text_mask"], c.train.text_dropout)
-    return denoising_loss(model.dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=clean,
+    dit = self.anchored(model, static, self.anchor(static, batch))
+    return denoising_loss(dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=clean,
                           **dit_inputs)
 
+  @staticmethod
+  def anchor(static, batch) -> dict | None:
+    """`source_anchor` of the batch for `model.anchor = "depth_warp"`, else None."""
+    if static.config.model.get("anchor", "none") != "depth_warp":
+      return None
+    return source_anchor(static, batch)
+
+  @staticmethod
+  def anchored(model, static, anchor: dict | None = None):
+    """The DiT as the objective sees it: with an anchor (`source_anchor`), its output plus, on the target half, the
+    source video reprojected at the disparity head's depth (`warp_source`); the source half (clean, outside the loss
+    and reset by the sampler) gets nothing added. Without one, the DiT itself.
+
+    The anchor's arrays may have the batch of the latents or a divisor of it: guidance concatenates its k condition
+    sets along the batch (`camjax.diffusion.guidance.batched_predictions`), and an anchor captured for `B` samples is
+    then tiled k times (the same warp in every set, so guidance extrapolates the residual, not the view change).
+    """
+    if anchor is None:
+      return model.dit
+    ae = static.autoencoder
+
+    def dit(latents, *args, **kwargs):
+      out, hidden = model.dit(latents, *args, return_hidden=True, **kwargs)
+      b, t2 = latents.shape[:2]
+      disparity = model.disparity_head(hidden[-1], latents.shape[1:4])[:, t2 // 2:]  # [B, t, h, w, tf] target half
+      n = anchor["frames"].shape[0]
+      if b % n:
+        raise tr.TrackError(f"the anchor's batch {n} does not divide the latents' batch {b}")
+      tiled = {k: jnp.tile(v, (b // n,) + (1,) * (v.ndim - 1)) for k, v in anchor.items()}
+      warped = warp_source(tiled, disparity, ae.spatial_factor, ae.temporal_factor).astype(out.dtype)
+      return out + jnp.concatenate([jnp.zeros_like(warped), warped], axis=1)
+
+    return dit
+
   def sample(self, model, static, batch, rng, zero_tracks: bool = False):
-    """The target view `[B, T, H, W, 3]` in [-1, 1] (or target latents), text CFG (`sample.w_text`)."""
+    """The target view `[B, T, H, W, 3]` in [-1, 1] (or target latents), text CFG (`sample.w_text`). With
+    `model.anchor = "depth_warp"` every guidance set predicts a residual on the same reprojected source video, also
+    with `zero_tracks` (the anchor reads the cameras, not the tracks)."""
     s = static.config.sample
     latents, clean, dit_inputs = self.inputs(model, static, batch, zero_tracks=zero_tracks)
     positions = dit_inputs.pop("positions")
     text = text_states(model, batch)
     blank, blank_mask = null_text(text.shape)
 
-    def model_fn(latents, timesteps, text, text_mask, extra_in, token_map):
-      return model.dit(latents, timesteps, text, text_mask, extra_in=extra_in, token_map=token_map,
-                       positions=positions)
+    def model_fn(latents, timesteps, text, text_mask, extra_in, token_map, anchor=None):
+      dit = self.anchored(model, static, anchor)
+      return dit(latents, timesteps, text, text_mask, extra_in=extra_in, token_map=token_map, positions=positions)
 
     sets = [dict(text=blank, text_mask=blank_mask), dict(text=text, text_mask=batch["text_mask"].astype(bool))]
-    denoise = guided_denoiser(model_fn, static.objective, sets, [s.w_text], **dit_inputs)
+    # The anchor is a shared input: `batched_predictions` tiles its arrays over the condition sets.
+    denoise = guided_denoiser(model_fn, static.objective, sets, [s.w_text], anchor=self.anchor(static, batch),
+                              **dit_inputs)
     noise = jax.random.normal(rng, latents.shape, latents.dtype)
     opts = dict(shift=s.shift) if static.objective.kind == "flow" else dict(eta=float(s.get("eta", 0.0)))
     out = static.objective.sample(denoise, noise, steps=s.steps, hooks=[clean_hook(latents, clean, static.objective)],
@@ -312,6 +445,7 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
     write_png(out_dir / f"strip_{i}.png", strip([gt, src, videos["tracks"], videos["zero_tracks"]]))
   result = aggregate_pairs(rows)
   result["camera_settings"] = cam_opts
+  result["anchor"] = str(config.model.get("anchor", "none"))
   write_pair_report(out_dir, result, seed=int(config.seed))
   return result
 
@@ -391,7 +525,7 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
            "a stand-in for the paper's GIM-LightGlue): `target matches` against the true target view (agreement with "
            "the view to be made), `source matches` against the source video (view synchronisation; copying the "
            "source matches itself, an upper bound that says nothing about the new view; the true target view scores "
-           f"{agg['true_target']['source_matches']:.1f}).", "",
+           f"{agg['true_target']['source_matches']:.1f}).", *_anchor_lines(result.get("anchor")), "",
            "| metric | " + " | ".join(names[c] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
   labels = {"psnr": "PSNR", "ssim": "SSIM", "target_matches": "target matches", "source_matches": "source matches"}
   for k in keys:
@@ -406,6 +540,16 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
   lines += ["", *[f"![pair {r['pair']}](strip_{r['pair']}.png)" for r in rows], ""]
   with atomic_write(out_dir / "report.md") as f:
     f.write("\n".join(lines))
+
+
+def _anchor_lines(anchor: str | None) -> list[str]:
+  """The report's note on `model.anchor` (nothing without one)."""
+  if anchor in (None, "none"):
+    return []
+  return ["", f"`model.anchor = {anchor!r}`: the model predicts a residual on the source video reprojected into the "
+          "target cameras at a learned disparity. The anchor reads the cameras, not the tracks, so the zeroed-tracks "
+          "control KEEPS it: the control measures what the tracks add on top of the reprojection, not what the model "
+          "does without any conditioning."]
 
 
 def _camera_lines(result: dict) -> list[str]:
