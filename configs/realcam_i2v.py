@@ -10,7 +10,9 @@ Variants (the text after ':'):
   default    A CPU-sized DiT (4 layers, width 128) with CameraCtrl II's camera patchify, the given-frame channels and a
              byte-level text encoder, on the lossless pixel autoencoder (4x temporal, 8x spatial), trained for 300
              steps on 64 procedural scenes (17 frames, 64x64) whose camera travel is scaled per scene by a log-uniform
-             factor in [0.25, 4], with the true metric cameras; all four modes trained jointly. Ends with samples of
+             factor in [0.25, 4], with the true metric cameras; all four modes trained jointly. Its prediction is the
+             anchor frame reprojected through the cameras at a learned per-cell depth plus a residual
+             (`model.anchor="depth_warp"`). Ends with samples of
              held-out scenes (with noise shaping) and `<workdir>/eval_realcam/` (shaping vs no shaping vs the trivial
              baselines on 8 held-out scenes).
   raw_scale  The ablation: the same run with raw, scale-ambiguous cameras (every clip's translations normalised so
@@ -42,9 +44,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown realcam_i2v variant {variant!r}: {', '.join(VARIANTS)}")
   c = base("realcam_i2v", variant)
 
-  # "condition_frame": the clean-sample prediction is a residual on the last clean latent frame (camjax's CPU
-  # default for x-prediction on pixel tokens, as CameraCtrl II's; docs/evaluation.md); "none": plain prediction.
-  c.model.anchor = "condition_frame"
+  # "depth_warp" (camjax's CPU default, as CameraCtrl II's): the clean-sample prediction is a residual on the anchor
+  # frame (frame 0; the last given frame in continuation) reprojected through the cameras at a per-cell disparity
+  # (1 / metres) that a zero-initialised head reads from the DiT, `anchor_disparity` before training
+  # (methods.realcam_i2v.anchor_poses, methods.cameractrl2.DisparityHead); "condition_frame": a residual on the last
+  # clean latent frame; "none": plain prediction.
+  c.model.update(anchor="depth_warp", anchor_disparity=0.25)
   # scale: "metric" (the true metric cameras, the paper's metric-aligned training) | "raw" (per-clip normalised
   # translations, SfM-like: the ablation). scale_range: the per-scene factor on the camera's travel (log-uniform).
   c.realcam = ml_collections.ConfigDict(dict(scale="metric", scale_range=(0.25, 4.0)))

@@ -211,3 +211,47 @@ def test_named_errors():
   config.sample.mode = "zoom"
   problems = " ".join(methods.get("realcam_i2v").validate(config))
   assert "realcam.scale='sfm'" in problems and "sample.mode='zoom'" in problems
+
+
+def test_an_untrained_depth_warp_model_reprojects_its_anchor_frame_on_one_plane():
+  """`model.anchor="depth_warp"` before training: every generated frame is the anchor frame (frame 0; the last given
+  frame in continuation) shifted as a plane at the initial disparity moves under a trucking camera (an independent
+  `np.interp` shift), given frames come back exactly, through 3-set guidance; the loss reaches the disparity head."""
+  from camjax import sharding  # pylint: disable=import-outside-toplevel
+  config = _config()
+  assert config.model.anchor == "depth_warp"
+  config.sample.update(w_cam=2.0, steps=2)  # three guidance sets: anchor and poses must repeat per set
+  assert methods.get("realcam_i2v").validate(config) == []
+  mesh = sharding.make_mesh(dict(config.mesh))
+  with sharding.use_mesh(mesh):
+    model = methods.build_model(config, mesh)
+  static = model.static
+  generator = methods.merge(static, model.weights())
+  T, S, f, step_m = 9, 32, 16.0, 0.1
+  video = np.random.default_rng(4).integers(0, 255, (T, S, S, 3), dtype=np.uint8)
+  w2c = np.eye(4, dtype=np.float32)[None].repeat(T, 0)
+  w2c[:, 0, 3] = -step_m * np.arange(T)  # the camera trucks right by 0.1 m per frame
+  K = np.broadcast_to(np.array([[f, 0, S / 2], [0, f, S / 2], [0, 0, 1]], np.float32), (3, T, 3, 3))
+  modes = np.array([rc.BASIC, rc.INTERPOLATION, rc.CONTINUATION], np.int32)
+  batch = dict(frames=jnp.asarray(np.broadcast_to(video, (3, *video.shape))), K=jnp.asarray(K),
+               w2c=jnp.asarray(np.broadcast_to(w2c, (3, T, 4, 4))), mode=jnp.asarray(modes),
+               num_given=jnp.array([1, 1, 3], jnp.int32), text_ids=jnp.zeros((3, 24), jnp.int32),
+               text_mask=jnp.ones((3, 24), bool))
+  out = np.asarray(jax.jit(lambda g, b: static.method.sample(g, static, b, jax.random.key(0), shaping=False))(
+      generator, batch))
+  gt = video.astype(np.float32) / 127.5 - 1
+
+  def shifted(frame, px):  # output column x samples `frame` at x + px (the plane's image motion), edge-clamped
+    xs = np.arange(S, dtype=np.float64)
+    return np.stack([np.stack([np.interp(xs + px, xs, frame[y, :, ch]) for ch in range(3)], -1) for y in range(S)])
+
+  d = config.model.anchor_disparity
+  for row, anchor, given in ((0, 0, [0]), (1, 0, [0, T - 1]), (2, 2, [0, 1, 2])):
+    for i in range(T):
+      want = gt[i] if i in given else shifted(gt[anchor], f * d * step_m * (i - anchor))
+      np.testing.assert_allclose(out[row, i], want, atol=1e-4, err_msg=f"mode {modes[row]}, frame {i}")
+  assert np.abs(out[0, -1] - gt[0]).mean() > 0.05  # 3.2 px of motion: not the repeated first frame
+  grads = jax.jit(jax.grad(lambda p: static.method.loss(methods.merge(static, dict(model.weights(), params=p)),
+                                                         static, batch, jax.random.key(1))))(model.params)
+  head = grads["disparity_head"]["proj"]["kernel"]
+  assert float(jnp.abs(head.get_value() if hasattr(head, "get_value") else head).max()) > 0

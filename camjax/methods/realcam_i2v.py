@@ -38,6 +38,15 @@ preview of the trajectory, scene-constrained noise shaping and four generation m
   into `z_t` while the noise level is above `sample.shaping_threshold` (the paper's equation; `sample.shaping_target
   = "x0"` pastes into the predicted clean latent instead, Fig. 6), then `clean_hook` holds the clean latent frames.
   Guidance: CameraCtrl II's text + camera chain (`sample.w_text`, `sample.w_cam`; one forward when both are 1).
+* **Anchor** (camjax's CPU-sized choice, not the paper; x-prediction on pixel tokens). `model.anchor="depth_warp"`
+  (the default, as CameraCtrl II's): the clean-sample prediction is a residual on the anchor frame reprojected
+  through the conditioning cameras at a per-cell disparity that a zero-initialised `cameractrl2.DisparityHead` reads
+  from the DiT's last hidden states (`cameractrl2.reproject_anchor`; `anchor_poses` here). The anchor frame is frame
+  0 in basic, interpolation and loop (the frame the trajectory and the preview start from) and the last given frame
+  in continuation (`anchor_frames`); the other given frames enter through the extra channels as before and still come
+  back exactly. The warp uses the cameras the DiT sees (normalised ones with `realcam.scale="raw"`, so there the warp's
+  magnitude is off by the clip's unknown scale) and is the same in every guidance set (camera dropout and the null
+  camera drop the Plücker tokens only). "condition_frame": a residual on the last clean latent frame repeated.
 * **End of run** (`evaluate_at_end`): `eval.scenes` held-out scenes with randomised scale, PSNR inside the preview
   mask and over whole frames, with shaping, without it, with Fig. 6's variant, with the trajectory's translations
   halved / doubled (does the model read metric scale?), next to "repeat the first frame", "mean colour" and the
@@ -63,7 +72,7 @@ from camjax.errors import CamjaxError
 from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, make_autoencoder, text_states
-from camjax.methods.cameractrl2 import condition_anchor
+from camjax.methods.cameractrl2 import DisparityHead, condition_anchor, reproject_anchor
 from camjax.models.text import drop_text, null_text
 
 log = logging.getLogger("camjax.methods.realcam_i2v")
@@ -71,7 +80,7 @@ log = logging.getLogger("camjax.methods.realcam_i2v")
 MODES = ("basic", "interpolation", "loop", "continuation")
 BASIC, INTERPOLATION, LOOP, CONTINUATION = range(len(MODES))
 SCALES = ("metric", "raw")
-ANCHORS = ("none", "condition_frame")
+ANCHORS = ("none", "condition_frame", "depth_warp")
 DATA_SOURCE = "realcam_scenes"
 # Scene seeds: training scenes are `seed + i`; held-out scenes (samples, evaluation) `HELD_OUT_SEED + seed + i`.
 HELD_OUT_SEED = 4_000_000
@@ -519,7 +528,61 @@ def conditions(static, batch: dict, rng, training: bool) -> dict:
   camera = cc2.camera_plucker(cams, (t, h, w), ae.temporal_factor, relative=True)
   if training:
     camera = cc2.drop_cameras(k_drop, camera, None, c.train.camera_dropout)
-  return dict(latents=latents, camera=camera, clean=clean, extra_in=extra_in, given=given, video=video)
+  return dict(latents=latents, camera=camera, clean=clean, extra_in=extra_in, given=given, video=video, w2c=w2c, K=K,
+              anchor_frame=anchor_frames(mode, num_given))
+
+
+def anchor_frames(mode, num_given):
+  """`[B]` int32: the given frame the `depth_warp` anchor reprojects: the last given frame in continuation
+  (`num_given - 1`, the nearest in time to the frames to generate), frame 0 in basic, interpolation and loop (the
+  first frame, the one the trajectory and the preview start from; interpolation's last frame still enters through
+  the given-frame channels)."""
+  mode, num_given = jnp.asarray(mode), jnp.asarray(num_given)
+  return jnp.where(mode == CONTINUATION, jnp.maximum(num_given, 1) - 1, 0).astype(jnp.int32)
+
+
+def frame_anchor(video, anchor_frame, autoencoder):
+  """The `depth_warp` anchor frame in the pixel autoencoder's latent layout (the layout `reproject_anchor` reads).
+
+  Args:
+    video: `[B, T, H, W, 3]` in [-1, 1] (the given frames in place).
+    anchor_frame: `[B]` int frame index (`anchor_frames`).
+    autoencoder: the pixel autoencoder.
+
+  Returns:
+    `[B, t, h, w, C]` latents of a video that shows the anchor frame in every slot.
+  """
+  frame = jnp.take_along_axis(video, anchor_frame[:, None, None, None, None], axis=1)  # [B, 1, H, W, 3]
+  return autoencoder.encode(jnp.broadcast_to(frame, video.shape))
+
+
+def anchor_poses(w2c, K, anchor_frame, latent_frames: int, temporal_factor: int):
+  """Per output slot the pose of its video frame relative to the anchor frame, for `model.anchor="depth_warp"`
+  (RealCam's counterpart of `cameractrl2.anchor_poses`, whose anchor is the last clean latent frame: here it is any
+  given frame, `anchor_frames`). Every RealCam batch has cameras; camera dropout and guidance's null-camera sets drop
+  only the Plücker tokens and keep this warp (the same in every guidance set).
+
+  Slot `(i, ft)` of the causal pixel autoencoder holds video frame `max(i * tf + ft - (tf - 1), 0)`.
+
+  Args:
+    w2c: `[B, T, 4, 4]` the cameras the model is conditioned on (metric, or normalised with `realcam.scale="raw"`:
+      then the warp's magnitude is as wrong as the normalisation makes it).
+    K: `[B, T, 3, 3]` pixel intrinsics.
+    anchor_frame: `[B]` int.
+    latent_frames, temporal_factor: `t` and `tf`.
+
+  Returns:
+    `(rel [B, t, tf, 4, 4]` = `w2c_anchor @ c2w_slot`, `K_slot [B, t, tf, 3, 3]`, `K_anchor [B, 3, 3])`.
+  """
+  b, T = w2c.shape[:2]
+  tf = temporal_factor
+  frames = jnp.maximum(jnp.arange(latent_frames)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)
+  frames = jnp.minimum(frames, T - 1).reshape(-1)  # [t * tf]
+  a = jnp.clip(anchor_frame, 0, T - 1)[:, None, None, None]
+  w2c_a = jnp.take_along_axis(w2c, a, axis=1)[:, 0]
+  rel = w2c_a[:, None] @ se3.invert(w2c[:, frames])
+  K_anchor = jnp.take_along_axis(K, a, axis=1)[:, 0]
+  return (rel.reshape(b, latent_frames, tf, 4, 4), K[:, frames].reshape(b, latent_frames, tf, 3, 3), K_anchor)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -559,7 +622,11 @@ class RealCamI2V(Method):
 
   def conditioners(self, config, dit_config, rngs):
     dtypes = dict(dtype=jnp.dtype(dit_config.dtype), param_dtype=jnp.dtype(dit_config.param_dtype))
-    return {"camera": cc2.CameraPatchify(dit_config.dim, dit_config.patch_size, rngs=rngs, **dtypes)}
+    out = {"camera": cc2.CameraPatchify(dit_config.dim, dit_config.patch_size, rngs=rngs, **dtypes)}
+    if config.model.get("anchor", "none") == "depth_warp":
+      out["disparity_head"] = DisparityHead(dit_config.dim, dit_config.patch_size, config.autoencoder.temporal_factor,
+                                            rngs=rngs, init=float(config.model.get("anchor_disparity", 0.25)))
+    return out
 
   def validate(self, config):
     bad = []
@@ -592,6 +659,8 @@ class RealCamI2V(Method):
       bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
     elif anchor != "none" and config.objective.get("prediction") != "sample":
       bad.append(f"model.anchor={anchor!r} (a residual on the condition frame needs objective.prediction='sample')")
+    elif anchor == "depth_warp" and float(config.model.get("anchor_disparity", 0.25)) <= 0:
+      bad.append(f"model.anchor_disparity={config.model.anchor_disparity!r} (the initial disparity, > 0)")
     return bad
 
   # ------------------------------------------------------------------------------------------------ the DiT inputs
@@ -602,12 +671,40 @@ class RealCamI2V(Method):
     return {"token_map": model.camera(camera.astype(dtype)), "extra_in": extra_in.astype(dtype)}
 
   @staticmethod
-  def anchor(static, latents, clean):
-    """`cameractrl2.condition_anchor` (the last clean latent frame repeated) with `model.anchor="condition_frame"`,
-    else None."""
-    if static.config.model.get("anchor", "none") == "none":
+  def anchor(static, cond):
+    """The anchor of the clean-sample prediction: `cameractrl2.condition_anchor` (the last clean latent frame
+    repeated) with `model.anchor="condition_frame"`, the anchor frame (`frame_anchor`) with "depth_warp", else None.
+    `cond` is the output of `conditions`."""
+    kind = static.config.model.get("anchor", "none")
+    if kind == "none":
       return None
-    return condition_anchor(latents, clean, static.autoencoder.temporal_factor)
+    if kind == "depth_warp":
+      return frame_anchor(cond["video"], cond["anchor_frame"], static.autoencoder)
+    return condition_anchor(cond["latents"], cond["clean"], static.autoencoder.temporal_factor)
+
+  @staticmethod
+  def anchored(model, static, cond, anchor):
+    """The DiT as the objective sees it: its output plus `anchor` ("condition_frame"), or plus the anchor frame
+    reprojected through the cameras (`anchor_poses` of `cond`) at the disparity head's per-cell disparity
+    ("depth_warp", `cameractrl2.reproject_anchor`)."""
+    if anchor is None:
+      return model.dit
+    ae = static.autoencoder
+    warp = static.config.model.get("anchor", "none") == "depth_warp"
+    poses = anchor_poses(cond["w2c"], cond["K"], cond["anchor_frame"], anchor.shape[1], ae.temporal_factor) if warp \
+        else ()
+
+    def dit(latents, *args, **kwargs):
+      # Guidance concatenates its k condition sets along the batch: anchor and poses repeat per set.
+      k = latents.shape[0] // anchor.shape[0]
+      tiled = [jnp.tile(x, (k,) + (1,) * (x.ndim - 1)) for x in (anchor, *poses)]
+      if not warp:
+        return model.dit(latents, *args, **kwargs) + tiled[0]
+      out, hidden = model.dit(latents, *args, return_hidden=True, **kwargs)
+      disparity = model.disparity_head(hidden[-1], latents.shape[1:4])
+      return out + reproject_anchor(tiled[0], disparity, *tiled[1:], ae.spatial_factor, ae.temporal_factor)
+
+    return dit
 
   def loss(self, model, static, batch, rng):
     c = static.config
@@ -617,8 +714,7 @@ class RealCamI2V(Method):
     noise = jax.random.normal(k_noise, latents.shape, latents.dtype)
     sigma = static.objective.sample_level(k_sigma, latents.shape[0])
     text, text_mask = drop_text(k_text, text_states(model, batch), batch["text_mask"], c.train.text_dropout)
-    anchor = self.anchor(static, latents, cond["clean"])
-    dit = model.dit if anchor is None else (lambda *a, **k: model.dit(*a, **k) + anchor)
+    dit = self.anchored(model, static, cond, self.anchor(static, cond))
     return denoising_loss(dit, static.objective, latents, noise, sigma, text, text_mask, clean_mask=cond["clean"],
                           **self.dit_inputs(model, cond["camera"], cond["extra_in"]))
 
@@ -640,11 +736,10 @@ class RealCamI2V(Method):
     latents, clean = cond["latents"], cond["clean"]
     text = text_states(model, batch)
     blank, blank_mask = null_text(text.shape)
-    anchor = self.anchor(static, latents, clean)
+    dit = self.anchored(model, static, cond, self.anchor(static, cond))
 
-    def model_fn(latents, timesteps, text, text_mask, camera, extra_in, anchor=None):
-      out = model.dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, camera, extra_in))
-      return out if anchor is None else out + anchor
+    def model_fn(latents, timesteps, text, text_mask, camera, extra_in):
+      return dit(latents, timesteps, text, text_mask, **self.dit_inputs(model, camera, extra_in))
 
     camera = cond["camera"]
     full = dict(text=text, text_mask=batch["text_mask"].astype(bool), camera=camera)
@@ -654,7 +749,7 @@ class RealCamI2V(Method):
       null_cam = jnp.zeros_like(camera)
       sets = [dict(text=blank, text_mask=blank_mask, camera=null_cam), dict(full, camera=null_cam), full]
       weights = [s.w_text, s.w_cam]
-    denoise = guided_denoiser(model_fn, static.objective, sets, weights, extra_in=cond["extra_in"], anchor=anchor)
+    denoise = guided_denoiser(model_fn, static.objective, sets, weights, extra_in=cond["extra_in"])
     hooks = []
     if shaping:
       denoise, hooks = shaping_inputs(static, batch, denoise, target=target or s.shaping_target,
