@@ -41,7 +41,7 @@ from flax import nnx
 
 from camjax.conditioning import cameractrl2 as cc2
 from camjax.diffusion import clean_hook, guided_denoiser
-from camjax.geometry import se3
+from camjax.geometry import se3, warp
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
 from camjax.models.layers import Dense, LayerNorm, unpatchify
@@ -203,8 +203,9 @@ def warp_anchor(anchor, flow, spatial_factor: int, temporal_factor: int):
   H, W = h * sf, w * sf
   f = einops.rearrange(flow, "b t h w ft two -> b (t ft) h w two")
   f = jax.image.resize(f, (b, t * tf, H, W, 2), "linear")
-  ys, xs = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32), jnp.arange(W, dtype=jnp.float32), indexing="ij")
-  out = _bilinear(frame, xs + f[..., 0], ys + f[..., 1])
+  xs, ys = warp.pixel_grid(H, W)
+  frames = jnp.broadcast_to(frame[:, None], (b, t * tf, *frame.shape[1:]))
+  out = warp.sample_bilinear(frames, xs + f[..., 0], ys + f[..., 1])
   out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
   return out.astype(anchor.dtype)
 
@@ -237,7 +238,7 @@ def reproject_anchor(anchor, disparity, rel, K_slot, K_anchor, spatial_factor: i
   disparity, `X = K_slot^-1 [p, 1] / disparity`, moved into the anchor camera, `X' = rel X`, projected,
   `p' = K_anchor X' / z'`,
   and the condition frame is sampled there (bilinear, edge-clamped): the image motion a static scene makes between
-  the two cameras. Points that land behind the anchor camera keep their own pixel.
+  the two cameras (`camjax.geometry.warp.reproject`). Points that land behind the anchor camera keep their own pixel.
 
   Args:
     anchor: `[B, t, h, w, C]` from `condition_anchor` (`C = tf * sf * sf * 3`).
@@ -252,41 +253,15 @@ def reproject_anchor(anchor, disparity, rel, K_slot, K_anchor, spatial_factor: i
   """
   b, t, h, w, c = anchor.shape
   sf, tf = spatial_factor, temporal_factor
-  H, W = h * sf, w * sf
+  H, W, F = h * sf, w * sf, t * tf
   d = einops.rearrange(disparity, "b t h w ft -> b (t ft) h w")
-  d = jax.image.resize(d, (b, t * tf, H, W), "linear")
-  ys, xs = jnp.meshgrid(jnp.arange(H, dtype=jnp.float32) + 0.5, jnp.arange(W, dtype=jnp.float32) + 0.5, indexing="ij")
-  pix = jnp.stack([xs, ys, jnp.ones_like(xs)], -1)  # [H, W, 3]
-  # d X' = R K_slot^-1 p + d tr (X' scaled by the disparity: the same projection, no division by a small d)
-  R = rel.reshape(b, t * tf, 4, 4)[..., :3, :3] @ jnp.linalg.inv(K_slot.reshape(b, t * tf, 3, 3))
-  tr = rel.reshape(b, t * tf, 4, 4)[..., :3, 3]
-  xd = jnp.einsum("bfij,hwj->bfhwi", R, pix) + d[..., None] * tr[:, :, None, None, :]
-  proj = jnp.einsum("bij,bfhwj->bfhwi", K_anchor, xd)
-  z = proj[..., 2]
-  ok = z > 1e-4
-  zs = jnp.where(ok, z, 1.0)
-  x = jnp.where(ok, proj[..., 0] / zs, xs) - 0.5
-  y = jnp.where(ok, proj[..., 1] / zs, ys) - 0.5
+  d = jax.image.resize(d, (b, F, H, W), "linear")
   frame = einops.rearrange(anchor[:, 0], "b h w (ft fy fx c) -> b ft (h fy) (w fx) c", ft=tf, fy=sf, fx=sf)[:, -1]
-  out = _bilinear(frame, x, y)
+  frames = jnp.broadcast_to(frame[:, None], (b, F, *frame.shape[1:]))
+  out = warp.reproject(frames, d, rel.reshape(b, F, 4, 4), K_slot.reshape(b, F, 3, 3),
+                       jnp.broadcast_to(K_anchor[:, None], (b, F, 3, 3)))
   out = einops.rearrange(out, "b (t ft) (h fy) (w fx) c -> b t h w (ft fy fx c)", t=t, ft=tf, fy=sf, fx=sf)
   return out.astype(anchor.dtype)
-
-
-def _bilinear(frame, x, y):
-  """`frame [B, H, W, C]` sampled at pixel positions `x, y [B, F, H, W]` (bilinear, edge-clamped) -> `[B, F, H, W, C]`."""
-  b, H, W, _ = frame.shape
-  x, y = jnp.clip(x, 0, W - 1), jnp.clip(y, 0, H - 1)
-  x0, y0 = jnp.clip(jnp.floor(x), 0, W - 2), jnp.clip(jnp.floor(y), 0, H - 2)
-  wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-  flat = frame.reshape(b, H * W, -1)
-
-  def at(yy, xx):
-    idx = (yy.astype(jnp.int32) * W + xx.astype(jnp.int32)).reshape(b, -1)
-    return jnp.take_along_axis(flat, idx[..., None], axis=1).reshape(*yy.shape, -1)
-
-  return ((1 - wy) * ((1 - wx) * at(y0, x0) + wx * at(y0, x0 + 1)) +
-          wy * ((1 - wx) * at(y0 + 1, x0) + wx * at(y0 + 1, x0 + 1)))
 
 
 ANCHORS = ("none", "condition_frame", "flow_warp", "depth_warp")
