@@ -100,12 +100,12 @@ if report.exists():  # the run's own end-of-run evaluation (more scenes, more sa
   print("\n".join(report.read_text().splitlines()[:9]))
 
 # %% [markdown]
-# **Read plainly: the CPU-sized model does not beat the trivial baselines yet.** On 8 held-out scenes the `default`
-# run's videos score 16.4 dB inside the preview mask with shaping and 16.1 dB without, against 18.7 dB for repeating
-# the first frame and 19.2 dB for the mean colour (`docs/realcam.md`, "First runs"). Shaping helps (+0.24 dB, 8 of 8
-# scenes), and the preview alone scores 22.5 dB in its mask, so the geometry is right and the generator (a width-128
-# DiT trained for 300 steps on pixel tokens) is the weak part: its frames are the first frame with blocky colour noise
-# and no camera motion. The `test` variant above is two steps of training and says nothing about quality.
+# **Read plainly.** On 8 held-out scenes the `default` run (depth-warp anchor, 300 steps) scores 22.1 dB inside the
+# preview mask with noise shaping and 22.2 dB without, against 18.7 dB for repeating the first frame and 19.2 dB for
+# the mean colour (`docs/realcam.md`); metric-scale training beats the `raw_scale` ablation (20.1 dB) on 8 of 8
+# scenes, and halving or doubling the translations costs 1.4 / 2.6 dB, so the model reads metric scale. Shaping does
+# not beat plain sampling on the mean yet. The `test` variant above is two steps of training and says nothing about
+# quality.
 
 # %% [markdown]
 # ## A real photo: an RGB-D frame with its sensor depth and intrinsics
