@@ -151,7 +151,7 @@ def main(argv):
     if summary.samples:
       print(f"camjax: samples in {os.path.abspath(os.path.dirname(summary.samples[0]))}", flush=True)
     following = os.path.join(workdir, "eval_following", "report.md")
-    if summary.samples and os.path.exists(following):
+    if (summary.samples or not int(config.sample.num)) and os.path.exists(following):
       print(f"camjax: camera following (true / null / reversed camera) in {os.path.abspath(following)}", flush=True)
       print(_following_table(os.path.join(workdir, "eval_following", "metrics.json")), flush=True)
     wall = time.monotonic() - started

@@ -639,7 +639,10 @@ def _sample_and_write(state, sample_fn, config, dataset, tokenizer, mesh, workdi
                       codec=None) -> list[Path]:
   """Samples the eval batch and writes them (process 0). With a `codec` (the WAN VAE of `autoencoder.path`,
   `camjax.methods.base.make_video_codec`), latent samples and the records' latents (the ground truth) are decoded
-  outside the jitted sampler, on every process, before process 0 writes mp4s."""
+  outside the jitted sampler, on every process, before process 0 writes mp4s. `sample.num = 0` writes nothing (the
+  method's end-of-run evaluation still runs)."""
+  if int(config.sample.num) == 0:
+    return []
   host = eval_batch(config, dataset)
   batch = host_batch(host, tokenizer, methods.get(config.method), config)
   videos = generate(sampling_weights(state), sample_fn, batch, mesh, jax.random.key(config.seed + 7))
