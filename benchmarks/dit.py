@@ -19,9 +19,11 @@ Run: `python benchmarks/dit.py` (the two CPU cases), or e.g.
 
 `python benchmarks/dit.py --vs_torch` (needs the `parity` extra: torch + diffusers) times ONE train step (forward +
 backward + AdamW, flow-matching MSE) of the same model in camjax and in diffusers' `WanTransformer3DModel` (torch,
-CPU, all cores), interleaved in one run so both see the same machine load: the CPU default's DiT (4 layers, width
+CPU, one thread per usable CPU), interleaved in one run so both see the same machine load: the CPU default's DiT (4 layers, width
 128, FFN 512, 16 latent channels, text 16 x 64) on latents [2, 5, 16, 16, 16] = 320 tokens at batch 2, no camera
 input (diffusers has none). It prints both medians and the ratio torch / camjax (> 1: camjax is faster).
+Torch gets one thread per CPU the process may run on, so `taskset -c 0 python benchmarks/dit.py --vs_torch` compares
+both on one core (the fair figure on a loaded machine, where torch's spin-waiting threads collapse).
 Record results in docs/benchmarks.md with the machine.
 """
 
@@ -252,7 +254,7 @@ def torch_train_step(cfg, shape, text_len):
   """The same step in diffusers' `WanTransformer3DModel` (torch, float32, CPU): forward, MSE, backward, AdamW."""
   import diffusers  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(_usable_cpus())
   torch.manual_seed(0)
   model = diffusers.WanTransformer3DModel(
       patch_size=cfg.patch_size, num_attention_heads=cfg.num_heads, attention_head_dim=cfg.head_dim,
@@ -276,6 +278,11 @@ def torch_train_step(cfg, shape, text_len):
     return float(loss)
 
   return run, sum(p.numel() for p in model.parameters())
+
+
+def _usable_cpus() -> int:
+  """CPUs this process may run on (`taskset` narrows it; XLA:CPU sizes its pool from the same affinity mask)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def vs_torch(iters: int):
@@ -330,7 +337,7 @@ def main():
     parser.error("--iters must be >= 1")
   if args.vs_torch:
     print(f"machine: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()})"
-          f", jax {jax.__version__}")
+          f", {_usable_cpus()} usable by this process, jax {jax.__version__}")
     vs_torch(max(args.iters, 20))
     return
   names = args.case or list(CPU_CASES)
