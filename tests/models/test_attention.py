@@ -1,4 +1,4 @@
-"""Proposed tests/models/test_attention.py (CPU speed task, issue #16): `xla_attention`'s hand-written VJP against
+"""`xla_attention`'s hand-written VJP against
 autodiff of `jax.nn.dot_product_attention` (the "reference" implementation), and the flat `matmul` of `Dense`."""
 
 import jax
