@@ -102,8 +102,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.phase2 = ml_collections.ConfigDict(dict(steps=200, lr=0.0))
   # DDIM steps; text + image guidance weights (1 and 1: the plain conditional prediction, one forward per step).
   c.sample.update(num=2, steps=25, eta=0.0, w_text=1.0, w_image=1.0)
-  # Held-out procedural scenes at the end of the run: true vs reversed trajectory vs the trivial baselines.
-  c.eval.scenes = 8
+  # Held-out procedural scenes at the end of the run: true vs reversed trajectory vs the trivial baselines; `lpips`: a
+  # local LPIPS TorchScript file (camjax.eval.learned) adds LPIPS to the report ("" = none; nothing is downloaded).
+  c.eval.update(scenes=8, lpips="")
 
   if variant == "no_reference":
     c.reference.enabled = False

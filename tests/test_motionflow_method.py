@@ -338,3 +338,24 @@ def test_depth_warp_anchor_adds_the_reprojected_first_frame_and_trains_its_dispa
 def m_reproject(anchor, disparity, poses, ae):
   from camjax.methods.cameractrl2 import reproject_anchor  # pylint: disable=import-outside-toplevel
   return reproject_anchor(anchor, disparity, *poses, ae.spatial_factor, ae.temporal_factor)
+
+
+def test_lpips_scores_every_report_column_with_a_local_torchscript_lpips(tmp_path):
+  """LPIPS in the MotionFlow report when `eval.lpips` names local weights: every column (true, reversed, both trivial
+  baselines) scored against the true video on frames 1..T-1, through `camjax.eval.learned`."""
+  torch = pytest.importorskip("torch")
+  from camjax.eval import learned  # pylint: disable=import-outside-toplevel
+
+  class Lpips(torch.nn.Module):
+    def forward(self, a, b):
+      return ((a - b) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+
+  path = tmp_path / "lpips.pt"
+  torch.jit.script(Lpips()).save(str(path))
+  metric = learned.load("lpips", path)
+  rng = np.random.default_rng(0)
+  gt = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+  scores = mfm.lpips_scores(metric, gt, gt, gt[::-1])
+  assert set(scores) == {"true", "reversed", "repeat_first_frame", "mean_colour"}
+  assert scores["true"] == pytest.approx(0.0, abs=1e-7)
+  assert scores["reversed"] > 0 and scores["repeat_first_frame"] > 0 and scores["mean_colour"] > 0

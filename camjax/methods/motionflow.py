@@ -515,8 +515,19 @@ def evaluate_scenes(method: MotionFlow, weights, config, mesh, model, num_scenes
     row["true_beats_reversed"] = bool(row["true"]["psnr"] > row["reversed"]["psnr"])
     rows.append(row)
     write_png(out_dir / f"strip_{i}.png", strip([gt, videos["true"][i], videos["reversed"][i]]))
-  agg = {col: {k: float(np.mean([r[col][k] for r in rows])) for k in ("psnr", "ssim")} for col in EVAL_COLUMNS}
+  keys = ("psnr", "ssim")
+  if config.eval.get("lpips", ""):  # LPIPS when local weights are given (lower is better)
+    from camjax.eval.learned import load  # pylint: disable=import-outside-toplevel
+    metric = load("lpips", config.eval.lpips)
+    for i, row in enumerate(rows):
+      for col, value in lpips_scores(metric, scenes[i]["frames"], videos["true"][i], videos["reversed"][i]).items():
+        row[col]["lpips"] = value
+    keys += ("lpips",)
+  agg = {col: {k: float(np.mean([r[col][k] for r in rows])) for k in keys} for col in EVAL_COLUMNS}
   beats = {b: {k: bool(agg["true"][k] > agg[b][k]) for k in ("psnr", "ssim")} for b in EVAL_COLUMNS[1:]}
+  if "lpips" in keys:
+    for b in EVAL_COLUMNS[1:]:
+      beats[b]["lpips"] = bool(agg["true"]["lpips"] < agg[b]["lpips"])
   result = {"num_scenes": num_scenes, "variant": str(config.variant), "aggregate": agg, "model_beats": beats,
             "true_beats_reversed": int(sum(r["true_beats_reversed"] for r in rows)),
             "psnr_true_minus_reversed": float(np.mean([r["true"]["psnr"] - r["reversed"]["psnr"] for r in rows])),
@@ -525,6 +536,17 @@ def evaluate_scenes(method: MotionFlow, weights, config, mesh, model, num_scenes
     json.dump(jsonable(result), f, indent=2)
   _write_report(out_dir, result, config)
   return result
+
+
+def lpips_scores(metric, gt, true_video, reversed_video, skip_frames: int = 1) -> dict[str, float]:
+  """Mean LPIPS (`camjax.eval.learned.LPIPS`, lower = closer) against the true video `gt uint8 [T, H, W, 3]` on frames
+  `skip_frames..T-1` of every column of the report: the true and the reversed trajectory's videos and the two
+  trivial baselines built from `gt`."""
+  from camjax.eval.quality import mean_colour, repeat_first_frame  # pylint: disable=import-outside-toplevel
+  videos = {"true": true_video, "reversed": reversed_video, "repeat_first_frame": repeat_first_frame(gt),
+            "mean_colour": mean_colour(gt)}
+  return {col: float(np.mean(metric.distance(np.asarray(gt)[skip_frames:], np.asarray(v)[skip_frames:])))
+          for col, v in videos.items()}
 
 
 def _write_report(out_dir, result: dict, config) -> None:
@@ -540,7 +562,9 @@ def _write_report(out_dir, result: dict, config) -> None:
            "video on frames 1..T-1. Strips: ground truth / true trajectory / reversed trajectory.", "",
            "| | " + " | ".join(names[c] for c in EVAL_COLUMNS) + " |", "|---" * (len(EVAL_COLUMNS) + 1) + "|",
            "| PSNR dB | " + " | ".join(f"{agg[c]['psnr']:.2f}" for c in EVAL_COLUMNS) + " |",
-           "| SSIM | " + " | ".join(f"{agg[c]['ssim']:.3f}" for c in EVAL_COLUMNS) + " |", "",
+           "| SSIM | " + " | ".join(f"{agg[c]['ssim']:.3f}" for c in EVAL_COLUMNS) + " |",
+           *(["| LPIPS (lower is better) | " + " | ".join(f"{agg[c]['lpips']:.3f}" for c in EVAL_COLUMNS) + " |"]
+             if "lpips" in agg["true"] else []), "",
            f"True trajectory beats the reversed one on {result['true_beats_reversed']} of {n} scenes (mean "
            f"{result['psnr_true_minus_reversed']:+.2f} dB).", "",
            "| MotionFlow beats | PSNR | SSIM |", "|---|---|---|"]
@@ -555,5 +579,5 @@ def _write_report(out_dir, result: dict, config) -> None:
 
 
 METHOD = MotionFlow()
-__all__ = ["METHOD", "MotionFlow", "MotionFlowMethodError", "base_modules", "conditions", "evaluate_scenes",
-           "new_modules", "reference_maps", "stage_view", "video_forward"]
+__all__ = ["METHOD", "MotionFlow", "MotionFlowMethodError", "base_modules", "conditions", "eval_scenes",
+           "evaluate_scenes", "lpips_scores", "new_modules", "reference_maps", "stage_view", "video_forward"]
