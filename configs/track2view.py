@@ -52,7 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample.update(num=2, steps=24, shift=3.0, w_text=1.0)
   # Held-out pairs evaluated at the end (target view vs copy-the-source and zeroed tracks) -> eval_pairs/.
   # `camera_errors`: the Track2View RotErr / TransErr of every video of the pair report by SfM (`trials` per video).
-  c.eval.update(pairs=8, trials=1, camera_errors=True)
+  # `clip`: a local OpenAI CLIP TorchScript file (camjax.eval.learned) adds CLIP-V vs the source ("" = none).
+  c.eval.update(pairs=8, trials=1, camera_errors=True, clip="")
 
   if variant == "test":
     c.model.update(num_heads=2, head_dim=16, ffn_dim=64, num_layers=2)

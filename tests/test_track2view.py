@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from camjax import methods, sharding, train
@@ -191,3 +192,23 @@ def test_an_untrained_depth_warp_model_reprojects_the_source_on_one_plane_and_le
   assert np.all(np.isfinite(kernel)) and np.abs(kernel).max() > 0
   config.objective.prediction = "velocity"
   assert "model.anchor='depth_warp'" in track2view.METHOD.validate(config)[0]
+
+
+def test_pair_scores_and_report_carry_clip_v_with_a_clip_encoder(tmp_path):
+  """With a CLIP encoder (here a stand-in with the TorchScript CLIP's call convention) every column and the true
+  target view get CLIP-V against the source, the aggregate averages it and the report shows its row."""
+  from camjax.methods import track2view  # pylint: disable=import-outside-toplevel
+  ex = _held_out_pair(_config(), size=16, num_frames=5)
+
+  def encoder(frames):
+    f = np.asarray(frames, np.float64).mean(axis=(1, 2)) + 1.0
+    return f / np.linalg.norm(f, axis=-1, keepdims=True)
+
+  videos = {"tracks": np.asarray(ex["tgt_frames"]), "zero_tracks": np.zeros_like(ex["tgt_frames"])}
+  row = {"pair": 0, **track2view.score_pair(ex, videos, None, clip=encoder)}
+  assert row["copy_source"]["clip_v"] == pytest.approx(1.0)  # the source itself
+  assert row["tracks"]["clip_v"] == pytest.approx(row["true_target_clip_v"])  # the "model" is the true target
+  result = track2view.aggregate_pairs([row])
+  assert result["aggregate"]["true_target"]["clip_v"] == pytest.approx(row["true_target_clip_v"])
+  track2view.write_pair_report(tmp_path, result, seed=0)
+  assert "| CLIP-V vs source |" in (tmp_path / "report.md").read_text()

@@ -427,6 +427,10 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
                                                                                        rng, zero_tracks=z))
          for mode in MODES}
   cam_opts = camera_options(config, camera_errors)
+  clip = None
+  if config.eval.get("clip", ""):  # CLIP-V when a local CLIP TorchScript is given (nothing is downloaded)
+    from camjax.eval.learned import load  # pylint: disable=import-outside-toplevel
+    clip = load("clip", config.eval.clip)
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = []
@@ -440,7 +444,7 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
     for mode, fn in fns.items():
       video = generate(weights, fn, batch, mesh, jax.random.key(int(config.seed) + i))[0]
       videos[mode] = np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    rows.append({"pair": i, **score_pair(ex, videos, cam_opts)})
+    rows.append({"pair": i, **score_pair(ex, videos, cam_opts, clip=clip)})
     gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
     write_png(out_dir / f"strip_{i}.png", strip([gt, src, videos["tracks"], videos["zero_tracks"]]))
   result = aggregate_pairs(rows)
@@ -450,10 +454,12 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
   return result
 
 
-def score_pair(ex, videos: dict, camera_opts: dict | None = None) -> dict:
+def score_pair(ex, videos: dict, camera_opts: dict | None = None, clip=None) -> dict:
   """One pair's row of the report: PSNR / SSIM against the true target view on frames 1..T-1 and matched
-  keypoints (`camjax.eval.sync`) of every column of `COLUMNS`, and with `camera_opts` (`camera_options`) the
-  Track2View camera errors of `CAMERA_COLUMNS` against the target trajectory (`target_camera_errors`).
+  keypoints (`camjax.eval.sync`) of every column of `COLUMNS`, with `camera_opts` (`camera_options`) the
+  Track2View camera errors of `CAMERA_COLUMNS` against the target trajectory (`target_camera_errors`), and with a
+  `clip` encoder (`camjax.eval.learned.load("clip", path)`) every column's CLIP-V against the source
+  (`camjax.eval.sync.clip_v`; the true target view's as `true_target_clip_v`).
 
   Args:
     ex: the pair (`paired_example`).
@@ -463,7 +469,7 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None) -> dict:
 
   from camjax.eval.quality import baseline_scores  # pylint: disable=import-outside-toplevel
   from camjax.eval.quality import copy_source, mean_colour, repeat_first_frame  # pylint: disable=import-outside-toplevel
-  from camjax.eval.sync import sync_scores  # pylint: disable=import-outside-toplevel
+  from camjax.eval.sync import clip_v, sync_scores  # pylint: disable=import-outside-toplevel
 
   gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
   scores = baseline_scores(gt, videos["tracks"], source=src)
@@ -475,6 +481,10 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None) -> dict:
     row[c]["target_matches"] = sync_scores(gt, video)["matches"]
     row[c]["source_matches"] = sync_scores(src, video)["matches"]
   row["true_target_source_matches"] = sync_scores(src, gt)["matches"]
+  if clip is not None:
+    for c, video in candidates.items():
+      row[c]["clip_v"] = clip_v(src, video, clip)
+    row["true_target_clip_v"] = clip_v(src, gt, clip)
   if camera_opts is not None:
     candidates["true_target"] = gt
     row["true_target"] = {}
@@ -492,9 +502,11 @@ def aggregate_pairs(rows: list) -> dict:
     vals = np.asarray(vals, np.float64)
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
-  keys = ("psnr", "ssim", "target_matches", "source_matches")
+  keys = ("psnr", "ssim", "target_matches", "source_matches", *(("clip_v",) if "clip_v" in rows[0]["tracks"] else ()))
   agg = {c: {k: float(np.mean([r[c][k] for r in rows])) for k in keys} for c in COLUMNS}
   agg["true_target"] = {"source_matches": float(np.mean([r["true_target_source_matches"] for r in rows]))}
+  if "clip_v" in keys:
+    agg["true_target"]["clip_v"] = float(np.mean([r["true_target_clip_v"] for r in rows]))
   if "true_target" in rows[0]:
     for c in CAMERA_COLUMNS:
       agg[c].update({k: mean([r[c][k] for r in rows]) for k in CAMERA_KEYS})
@@ -517,7 +529,7 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
   names = NAMES
-  keys = ("psnr", "ssim", "target_matches", "source_matches")
+  keys = ("psnr", "ssim", "target_matches", "source_matches", *(("clip_v",) if "clip_v" in agg["tracks"] else ()))
   lines = ["# Track2View on held-out procedural pairs", "",
            f"{num_pairs} pairs (scene seeds 3,000,000 + {seed} ...), target view against the true target "
            "view on frames 1..T-1 (frame 0 is shared). Strips: true target / source / Track2View / tracks zeroed.",
@@ -527,7 +539,8 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
            "source matches itself, an upper bound that says nothing about the new view; the true target view scores "
            f"{agg['true_target']['source_matches']:.1f}).", *_anchor_lines(result.get("anchor")), "",
            "| metric | " + " | ".join(names[c] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-  labels = {"psnr": "PSNR", "ssim": "SSIM", "target_matches": "target matches", "source_matches": "source matches"}
+  labels = {"psnr": "PSNR", "ssim": "SSIM", "target_matches": "target matches", "source_matches": "source matches",
+            "clip_v": "CLIP-V vs source"}
   for k in keys:
     lines.append(f"| {labels[k]} | " + " | ".join(f"{agg[c][k]:.4g}" for c in COLUMNS) + " |")
   lines += ["", "| Track2View beats | PSNR | SSIM | target matches |", "|---|---|---|---|"]
