@@ -11,10 +11,10 @@
   `[null text + null camera, text + null camera, text + camera]` with weights `[w_text, w_cam]`.
 * Phases (sec. 4.1): `train.steps` single-clip steps, then `phase2.steps` with clip extension on, optionally at
   another resolution / clip length / batch / data path.
-* `model.anchor = "condition_frame"` (camjax's CPU-sized default, not the paper): the clean-sample prediction is a
-  residual on the last condition frame repeated over the window (`condition_anchor`), so the untrained model is the
+* `model.anchor = "condition_frame"` (an earlier CPU-sized default, not the paper): the clean-sample prediction is
+  a residual on the last condition frame repeated over the window (`condition_anchor`), so the untrained model is the
   "repeat the first frame" baseline and training learns how the scene moves (docs/evaluation.md).
-* `model.anchor = "flow_warp"` (camjax's CPU-sized default, not the paper): as "condition_frame", but the anchor is
+* `model.anchor = "flow_warp"` (an earlier CPU-sized default, not the paper): as "condition_frame", but the anchor is
   the condition frame warped by a flow that a zero-initialised head (`FlowHead`) reads from the DiT's last hidden
   states: per token and video frame a displacement of each 8 x 8 pixel cell, upsampled bilinearly and applied by
   bilinear sampling (`warp_anchor`). A camera move is mostly a smooth image motion, which a width-128 DiT cannot
@@ -361,7 +361,7 @@ class CameraCtrl2(Method):
 
   @staticmethod
   def anchor(static, latents, cond_mask):
-    """`condition_anchor` when `model.anchor` is "condition_frame" or "flow_warp", else None."""
+    """`condition_anchor` when `model.anchor` is not "none" (the warps start from it), else None."""
     if static.config.model.get("anchor", "none") == "none":
       return None
     return condition_anchor(latents, cond_mask, static.autoencoder.temporal_factor)
