@@ -44,6 +44,7 @@ from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry import se3, warp
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.models.autoencoders import slot_frames
 from camjax.models.layers import Dense, LayerNorm, unpatchify
 from camjax.models.text import drop_text, null_text
 
@@ -124,8 +125,7 @@ def anchor_poses(static, batch: dict, cond_mask):
   w2c, K = batch["w2c"], batch["K"]
   b, t = cond_mask.shape[:2]
   n = jnp.sum(cond_mask[:, :, 0, 0, 0], axis=1).astype(jnp.int32)
-  frames = jnp.maximum(jnp.arange(t)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)  # [t, tf]
-  frames = jnp.minimum(frames, w2c.shape[1] - 1)
+  frames = slot_frames(t, tf, w2c.shape[1])  # [t, tf]
   a = jnp.clip((n - 1) * tf, 0, w2c.shape[1] - 1)  # [B]
   w2c_a = jnp.take_along_axis(w2c, a[:, None, None, None], axis=1)[:, 0]  # [B, 4, 4]
   c2w = se3.invert(w2c[:, frames.reshape(-1)]).reshape(b, t, tf, 4, 4)

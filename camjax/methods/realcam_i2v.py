@@ -73,6 +73,7 @@ from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, clip_video, denoising_loss, make_autoencoder, text_states
 from camjax.methods.cameractrl2 import DisparityHead, condition_anchor, reproject_anchor
+from camjax.models.autoencoders import slot_frames
 from camjax.models.text import drop_text, null_text
 
 log = logging.getLogger("camjax.methods.realcam_i2v")
@@ -576,8 +577,7 @@ def anchor_poses(w2c, K, anchor_frame, latent_frames: int, temporal_factor: int)
   """
   b, T = w2c.shape[:2]
   tf = temporal_factor
-  frames = jnp.maximum(jnp.arange(latent_frames)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)
-  frames = jnp.minimum(frames, T - 1).reshape(-1)  # [t * tf]
+  frames = slot_frames(latent_frames, tf, T).reshape(-1)  # [t * tf]
   a = jnp.clip(anchor_frame, 0, T - 1)[:, None, None, None]
   w2c_a = jnp.take_along_axis(w2c, a, axis=1)[:, 0]
   rel = w2c_a[:, None] @ se3.invert(w2c[:, frames])

@@ -48,6 +48,7 @@ from camjax.geometry import se3, warp
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
 from camjax.methods.cameractrl2 import DisparityHead
 from camjax.models import lora
+from camjax.models.autoencoders import slot_frames
 from camjax.models.text import drop_text, null_text
 from camjax.models.wan import grid_positions
 
@@ -78,15 +79,6 @@ def latent_tracks(static, batch, token_grid):
 
 # ------------------------------------------------------------------------------------------- the depth-warp anchor
 ANCHORS = ("none", "depth_warp")
-
-
-def slot_frames(latent_frames: int, temporal_factor: int, num_frames: int) -> jax.Array:
-  """`[t, tf]` int32: the video frame each slot `(i, ft)` of the pixel autoencoder holds, `max(i tf + ft - (tf - 1),
-  0)` (latent frame 0 holds frame 0 repeated `tf` times, `camjax.models.autoencoders.PixelAutoencoder`), clipped to
-  `num_frames - 1`."""
-  tf = int(temporal_factor)
-  frames = jnp.maximum(jnp.arange(latent_frames)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)
-  return jnp.minimum(frames, int(num_frames) - 1).astype(jnp.int32)
 
 
 def source_anchor(static, batch) -> dict:

@@ -164,6 +164,14 @@ def _check_factors(ae) -> None:
     _check_positive_int(name, getattr(ae, name))
 
 
+def slot_frames(latent_frames: int, temporal_factor: int, num_frames: int):
+  """`[t, tf]` int32: the video frame each slot `(i, ft)` of `PixelAutoencoder`'s latents holds,
+  `max(i tf + ft - (tf - 1), 0)` (latent frame 0 holds frame 0 repeated `tf` times), clipped to `num_frames - 1`."""
+  tf = int(temporal_factor)
+  frames = jnp.maximum(jnp.arange(latent_frames)[:, None] * tf + jnp.arange(tf)[None] - (tf - 1), 0)
+  return jnp.minimum(frames, int(num_frames) - 1).astype(jnp.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class PixelAutoencoder(AutoencoderShapes):
   """Lossless space-to-depth "autoencoder": no weights, an exact invertible reshuffle of pixels into channels.
