@@ -676,6 +676,20 @@ def sample_fn(static: Static):
   return fn
 
 
+def batch_latents(static: Static, batch: dict) -> jax.Array:
+  """The clean latents `[B, t, h, w, C]` of a batch (inside jit): its precomputed `latents` (checked against the
+  autoencoder's shapes), or its uint8 `frames [B, T, H, W, 3]` encoded from [-1, 1].
+
+  Raises:
+    AutoencoderError: precomputed latents of another shape than the autoencoder's (`check_latents`).
+  """
+  ae = static.autoencoder
+  if "latents" in batch:
+    ae.check_latents(batch["latents"])
+    return batch["latents"]
+  return ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
+
+
 def clip_video(static: Static, latents: jax.Array) -> jax.Array:
   """Decoded `[B, T, H, W, 3]` video clipped to [-1, 1], or the latents when the autoencoder cannot decode."""
   if not getattr(static.autoencoder, "can_decode", True):

@@ -43,7 +43,7 @@ from camjax.conditioning import cameractrl2 as cc2
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry import se3, warp
 from camjax.geometry.cameras import Cameras
-from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.methods.base import Method, batch_latents, clip_video, denoising_loss, text_states
 from camjax.models.autoencoders import slot_frames
 from camjax.models.layers import Dense, LayerNorm, unpatchify
 from camjax.models.text import drop_text, null_text
@@ -72,11 +72,7 @@ def conditions(static, batch: dict, rng: jax.Array, training: bool):
     `(latents [B, t, h, w, c], camera [B, t, h, w, 6], cond_mask [B, t, h, w, 1])`.
   """
   c, ae = static.config, static.autoencoder
-  if "latents" in batch:
-    latents = batch["latents"]
-    ae.check_latents(latents)
-  else:
-    latents = ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
+  latents = batch_latents(static, batch)
   b, t, h, w, _ = latents.shape
   w2c = batch["w2c"]
   if batch["K"].shape != (*w2c.shape[:-2], 3, 3) or w2c.shape[-2:] != (4, 4):

@@ -65,7 +65,7 @@ from camjax.conditioning import cameractrl2 as cc2
 from camjax.conditioning import motionflow as mf
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry.cameras import Cameras
-from camjax.methods.base import Method, clip_video, denoising_loss, text_states
+from camjax.methods.base import Method, batch_latents, clip_video, denoising_loss, text_states
 from camjax.methods.cameractrl2 import DisparityHead, anchor_poses, condition_anchor, reproject_anchor
 from camjax.methods.registry import MethodError
 from camjax.models import WanDiT
@@ -201,11 +201,7 @@ def conditions(model, static, batch) -> Conditions:
     MotionFlowMethodError: `K` / `w2c` that are not one camera per video frame.
   """
   c, ae = static.config, static.autoencoder
-  if "latents" in batch:
-    latents = batch["latents"]
-    ae.check_latents(latents)
-  else:
-    latents = ae.encode(batch["frames"].astype(jnp.float32) / 127.5 - 1.0)
+  latents = batch_latents(static, batch)
   b, t, h, w, _ = latents.shape
   K, w2c = batch["K"], batch["w2c"]
   if K.ndim != 4 or K.shape[-2:] != (3, 3) or w2c.shape != (*K.shape[:2], 4, 4):
