@@ -24,7 +24,7 @@ INSTALL_REQUIRES = [
     "tensorboardX",  # training metrics as TensorBoard event files
     # The main job's end-of-run evaluation (SfM camera accuracy) and curation: both are wheels.
     "pycolmap",
-    "opencv-python-headless",
+    "opencv-python-headless<5",  # 5.x (2026-12): findEssentialMat asserts in solvePoly on real clips
 ]
 
 EXTRAS_REQUIRE = {
@@ -39,7 +39,7 @@ EXTRAS_REQUIRE = {
         "evo",
     ],
     # Kept so `pip install -e ".[curate]"` still works; both are now in the base install.
-    "curate": ["pycolmap", "opencv-python-headless"],
+    "curate": ["pycolmap", "opencv-python-headless<5"],
     # The trajectory editor (`python -m camjax.app`) and its browser test. playwright is only the Python driver:
     # the test launches Debian's /usr/bin/chromium (`.ci/run` installs it); never `playwright install`.
     "app": ["viser>=1.1", "playwright"],

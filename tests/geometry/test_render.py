@@ -141,8 +141,11 @@ def test_render_jits_vmaps_and_batches_frames():
   fn = jax.jit(lambda p, c, w: r.render_points(p, c, np.broadcast_to(K, (4, 3, 3)), w, H, W, radius=1,
                                                batch_frames=2))
   out = fn(jnp.asarray(points), jnp.asarray(colors), jnp.asarray(w2c, jnp.float32))
-  for a, b in zip(ref, out):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The same pixels win and are covered; depth and colour agree to float32 rounding (the eager and the jitted,
+  # frame-batched programs fuse the projection differently: 1-ulp differences seen with jaxlib 0.10.2, numpy 2.4).
+  np.testing.assert_array_equal(np.asarray(ref[2]), np.asarray(out[2]))
+  for a, b in zip(ref[:2], out[:2]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
   assert ref[0].shape == (4, H, W, 3) and ref[2].dtype == bool
 
 
