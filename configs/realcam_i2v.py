@@ -3,6 +3,8 @@ modes (papers/002; camjax/methods/realcam_i2v.py; docs/realcam.md).
 
     python -m camjax.main --config=configs/realcam_i2v.py --workdir /tmp/realcam_default            # CPU, minutes
     python -m camjax.main --config=configs/realcam_i2v.py:raw_scale --workdir /tmp/realcam_raw      # the ablation
+    python -m camjax.main --config=configs/realcam_i2v.py:re10k --workdir /tmp/realcam_re10k \\
+        --config.realcam.depth_model=/path/to/depth-anything-v2-metric-folder      # real clips, metric-aligned
     python -m camjax.realcam --workdir /tmp/realcam_default --image photo.jpg --depth depth.png --trajectory dolly_in
         --metres 1.0 --out /tmp/realcam_out
 
@@ -18,6 +20,17 @@ Variants (the text after ':'):
   raw_scale  The ablation: the same run with raw, scale-ambiguous cameras (every clip's translations normalised so
              that its largest camera displacement is 1, as a scale-free SfM reconstruction gives), in training and
              in sampling.
+  re10k      The default's model on real RealEstate10K-layout clips (`data.path`, default ../shared/data/re10k_clips)
+             whose translations are first aligned to metric scale with a metric depth model
+             (`realcam.depth_model`, a local Depth Anything V2 metric folder; required): per clip, frame 0's metric
+             depth over the SfM depth of its triangulated points, median -> factor, translations x factor, clips with
+             outlying factors dropped (`camjax.data.curate.metric.align_re10k`). The aligned clips are written once
+             into `<workdir>/data/realcam_re10k_*` (reused while the clips, the depth-model files and the settings
+             are unchanged); the clips of the last scene (sorted ids; `realcam.heldout_scenes`) are held out. 13
+             frames at 64x112, 300 steps.
+             Ends with samples of held-out clips and `<workdir>/eval_realcam/` on them (the preview from the depth
+             model's depth of frame 0; PSNR / SSIM against the real frames next to the trivial baselines). Not in
+             CPU_VARIANTS: it needs the depth-model folder.
   test       Tiny and fast (used by the test-suite).
   wan1_3b    Paper-scale settings, documented, not run: WAN 2.1 T2V 1.3B weights (`model.pretrained`), velocity
              prediction, 17 frames at 320x512 (RealCam-I2V, sec. 4.1: 16-frame clips at 512x320 on DynamiCrafter;
@@ -34,7 +47,9 @@ import ml_collections
 
 from camjax.config_base import base
 
-VARIANTS = ("default", "test", "raw_scale", "wan1_3b")
+VARIANTS = ("default", "test", "raw_scale", "re10k", "wan1_3b")
+# Variants that run on a CPU with nothing but this repository (the config test trains one step of each); `re10k`
+# runs on a CPU too but needs a metric depth-model folder (tests/test_realcam_re10k.py builds a tiny random one).
 CPU_VARIANTS = ("default", "test", "raw_scale")
 
 
@@ -66,8 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # noise shaping (`shaping_target` "z_t" = the paper's equation, "x0" = Fig. 6) while sigma > `shaping_threshold`.
   c.sample.update(num=2, steps=24, shift=3.0, w_text=1.0, w_cam=1.0, mode="basic", shaping=True,
                   shaping_target="z_t", shaping_threshold=0.9)
-  # Held-out scenes of the end-of-run evaluation (eval_realcam/report.md); 0 skips it.
-  c.eval.update(scenes=8, trials=1)
+  # Held-out scenes of the end-of-run evaluation (eval_realcam/report.md); 0 skips it. `runs`: its sampling runs
+  # (names of methods.realcam_i2v.RUNS, with "shaping"); empty = all six.
+  c.eval.update(scenes=8, trials=1, runs=())
 
   if variant == "raw_scale":
     c.realcam.scale = "raw"
@@ -79,6 +95,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optimizer.update(warmup_steps=1)
     c.sample.update(num=1, steps=2)
     c.eval.update(scenes=1, at_end=True)
+  elif variant == "re10k":
+    # Real RealEstate10K-layout clips (pose files + videos) aligned to metric scale once per workdir with the metric
+    # depth model `depth_model` (methods.realcam_i2v.prepare_re10k, camjax.data.curate.metric.align_re10k): per clip
+    # frame 0's median metric / SfM depth over its triangulated points scales the translations; clips whose frame
+    # factors fall in the outer `align_quantile` are dropped; `align_min_points` SfM points on frame 0 at least;
+    # `align_threads` 1 keeps COLMAP reproducible. The clips of the last `heldout_scenes` scenes are held out for
+    # the samples and the evaluation (eval.scenes: at most that many held-out clips).
+    c.realcam.update(depth_model="", depth_device="cpu", align_quantile=0.02, align_min_points=20, align_threads=1,
+                     heldout_scenes=1)
+    # 13 = 1 + 4k frames fit every shared clip (14 or 25 frames; with 17 the 14-frame ones are skipped and counted);
+    # 64x112 keeps their 1.8:1 aspect (as cameractrl2.py:re10k); stride up to 2 on the 25-frame clips.
+    c.data.update(source="re10k", path="../shared/data/re10k_clips", num_frames=13, height=64, width=112,
+                  stride=(1, 2), batch_size=8)
   elif variant == "wan1_3b":
     c.model.update(preset="wan1_3b", num_heads=12, head_dim=128, ffn_dim=8960, num_layers=30, dtype="bfloat16",
                    remat="dots", attention="cudnn", pretrained="/path/to/Wan2.1-T2V-1.3B-Diffusers/transformer",

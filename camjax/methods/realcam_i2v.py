@@ -32,6 +32,14 @@ preview of the trajectory, scene-constrained noise shaping and four generation m
   leaves every image unchanged, so no model can tell `s` from the first frame, and metric cameras would then carry
   noise rather than information; in the real world (and in these scenes) rooms have sizes the image shows, and what
   SfM loses is how far the camera moved in them.
+* **Real clips** (`data.source="re10k"`, the `re10k` variant; `prepare_re10k`). RealEstate10K-layout clips whose
+  translations are aligned to metric scale as the paper's training data are (sec. 3.2, 4.1):
+  `camjax.data.curate.metric.align_re10k` with the metric depth model `realcam.depth_model` (per clip, frame 0's
+  median of metric depth / SfM depth over its triangulated points is the factor; clips with outlying frame factors
+  dropped), written once per workdir keyed by the clip files, the depth-model files and the settings. The clips of
+  the last `realcam.heldout_scenes` scenes are held out: the samples and the end-of-run evaluation start from their
+  first frame, lifted with the same depth model's depth of that frame for the preview (`clip_example`,
+  `evaluate_clips`).
 * **Sampling** (sec. 3.3). Preview: the first frame lifted with its metric depth, rendered along the trajectory
   (`camjax.geometry.render.preview`, on the host), the rendered video encoded by the autoencoder, and its latent
   mask (5x5 coverage, resized, thresholded at 0.9). Scene-constrained noise shaping pastes the noised preview latents
@@ -47,7 +55,8 @@ preview of the trajectory, scene-constrained noise shaping and four generation m
   back exactly. The warp uses the cameras the DiT sees (normalised ones with `realcam.scale="raw"`, so there the warp's
   magnitude is off by the clip's unknown scale) and is the same in every guidance set (camera dropout and the null
   camera drop the Plücker tokens only). "condition_frame": a residual on the last clean latent frame repeated.
-* **End of run** (`evaluate_at_end`): `eval.scenes` held-out scenes with randomised scale, PSNR inside the preview
+* **End of run** (`evaluate_at_end`): `eval.scenes` held-out scenes with randomised scale (or, for `re10k`, up to
+  that many held-out real clips with their aligned cameras, scored against their real frames), PSNR inside the preview
   mask and over whole frames, with shaping, without it, with Fig. 6's variant, with the trajectory's translations
   halved / doubled (does the model read metric scale?), next to "repeat the first frame", "mean colour" and the
   preview itself -> `<workdir>/eval_realcam/` (report.md, metrics.json, strip_<i>.png).
@@ -83,6 +92,8 @@ BASIC, INTERPOLATION, LOOP, CONTINUATION = range(len(MODES))
 SCALES = ("metric", "raw")
 ANCHORS = ("none", "condition_frame", "depth_warp")
 DATA_SOURCE = "realcam_scenes"
+RE10K_SOURCE = "re10k"  # RealEstate10K-layout clips aligned to metric scale (`prepare_re10k`, the `re10k` variant)
+DATA_SOURCES = (DATA_SOURCE, RE10K_SOURCE)
 # Scene seeds: training scenes are `seed + i`; held-out scenes (samples, evaluation) `HELD_OUT_SEED + seed + i`.
 HELD_OUT_SEED = 4_000_000
 
@@ -220,6 +231,244 @@ def prepare_scenes(config, workdir) -> Path:
   if error is not None:
     raise error
   return shards.dataset_dir(out)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RealEstate10K-layout clips aligned to metric scale (the `re10k` variant)
+# ----------------------------------------------------------------------------------------------------------------------
+
+DEPTH_MODEL_HINT = ("pass --config.realcam.depth_model=/path/to/depth-anything-v2-metric-folder (a local Depth "
+                    "Anything V2 metric checkpoint saved with save_pretrained: config.json with depth_estimation_type "
+                    "'metric' and max_depth, and its weights; nothing is downloaded)")
+CLIPS_FILE = "clips.json"  # per clip of an aligned dataset: scene, frames, factor, split or why it was dropped
+
+
+def check_depth_model(path) -> Path:
+  """The resolved folder of the `re10k` variant's metric depth model (`camjax.depth.check_metric_checkpoint`).
+
+  Raises:
+    camjax.depth.DepthModelNotFoundError: no path, no such folder, no `config.json` or no weights; the message says
+      what to pass (`DEPTH_MODEL_HINT`).
+    camjax.depth.NotMetricDepthError: a checkpoint that is not a metric Depth Anything model (same hint).
+  """
+  from camjax import depth as depth_lib  # pylint: disable=import-outside-toplevel
+  if not str(path or "").strip():
+    raise depth_lib.DepthModelNotFoundError("realcam.depth_model is empty: the re10k variant aligns its clips to "
+                                            f"metric scale with a metric depth model; {DEPTH_MODEL_HINT}")
+  try:
+    depth_lib.check_metric_checkpoint(path)
+  except depth_lib.DepthError as e:
+    raise type(e)(f"{e}. realcam.depth_model={str(path)!r} is the metric depth model the re10k variant aligns its "
+                  f"clips with: {DEPTH_MODEL_HINT}") from None
+  return Path(path).resolve()
+
+
+def re10k_alignment_args(config) -> dict[str, Any]:
+  """The settings an aligned dataset is made with (its provenance, with a listing of the clip and depth-model files):
+  the clips' folder, the depth model's folder and torch device, `camjax.data.curate.metric.align_re10k`'s settings
+  (filter quantile, reference frame 0, minimum points, triangulation threads and seed) and the held-out split.
+
+  Raises:
+    camjax.data.records.DataError: `data.path` is not a folder.
+    camjax.depth.DepthError: as `check_depth_model`.
+  """
+  from camjax.data.records import DataError  # pylint: disable=import-outside-toplevel
+  d, r = config.data, config.realcam
+  if not d.path or not Path(d.path).is_dir():
+    raise DataError(f"data.path {d.path!r} is not a folder: the re10k variant reads a folder of RealEstate10K pose "
+                    "files + videos (set --config.data.path; the shared clips are ../shared/data/re10k_clips)")
+  return dict(root=str(Path(d.path).resolve()), depth_model=str(check_depth_model(r.get("depth_model", ""))),
+              device=str(r.get("depth_device", "cpu")), fps=8.0, quantile=float(r.get("align_quantile", 0.02)),
+              reference=0, min_points=int(r.get("align_min_points", 20)), num_threads=int(r.get("align_threads", 1)),
+              seed=0, heldout_scenes=int(r.get("heldout_scenes", 1)))
+
+
+def prepare_re10k(config, workdir) -> dict[str, Path]:
+  """The `re10k` variant's data: the RealEstate10K-layout clips of `data.path` aligned to metric scale with the
+  metric depth model `realcam.depth_model` (`camjax.data.curate.metric.align_re10k`: per clip, frame 0's median of
+  metric depth / SfM depth over its triangulated points scales every translation; clips with outlying frame factors
+  dropped), written once into `<workdir>/data/realcam_re10k_<folder>_<digest>/` and reused while the clip files, the
+  depth-model files and the settings (`re10k_alignment_args`) are unchanged. Process 0 writes into a temporary folder
+  that is renamed into place when complete; the others wait at a barrier (as `prepare_scenes`).
+
+  The folder holds `alignment/` (the scaled pose files and `metric_scale.json` of `align_re10k`), `train/` and
+  `heldout/` (camjax datasets: frames, K, metric w2c, `metric_scale` = the clip's factor; the held-out clips also
+  carry the depth model's depth of frame 0 as `depth[0]`, other frames 0) and `clips.json`. The held-out clips are
+  those of the last `realcam.heldout_scenes` scenes (sorted ids): never trained on, they give the samples and the
+  end-of-run evaluation. Clips too short for the window are counted and logged here (the training pipeline skips
+  them, `pipeline_stats.too_short`).
+
+  Returns:
+    `{"main": training dataset folder, "heldout": held-out dataset folder}` (what `shards.ShardSource` opens).
+
+  Raises:
+    camjax.depth.DepthError: a missing or wrong depth-model folder (`check_depth_model`).
+    camjax.data.records.DataError: `data.path` is not a folder; the dataset is missing on another process.
+    RealCamError: no clip aligned, fewer scenes than `heldout_scenes` + 1, or no held-out clip is long enough for
+      the window while samples or the evaluation need one.
+  """
+  from camjax.data import shards  # pylint: disable=import-outside-toplevel
+  from camjax.data.prepare import _sync  # pylint: disable=import-outside-toplevel
+  from camjax.data.records import DataError  # pylint: disable=import-outside-toplevel
+  args = re10k_alignment_args(config)
+  provenance = shards.make_provenance("camjax.methods.realcam_i2v re10k", args,
+                                      shards.input_listing(args["root"], args["depth_model"]))
+  out = Path(workdir) / "data" / f"realcam_re10k_{Path(args['root']).name}_{shards.provenance_digest(provenance)}"
+  error = None
+  if jax.process_index() == 0:
+    try:
+      _write_or_reuse_re10k(out, provenance)
+    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier
+      error = e
+  _sync(f"camjax realcam re10k {out.name}")
+  if error is not None:
+    raise error
+  if not (out / CLIPS_FILE).is_file():
+    raise DataError(f"process {jax.process_index()}: no aligned dataset at {out} after process 0 wrote it: the "
+                    "processes disagree on the inputs (data.path and realcam.depth_model must read the same on every "
+                    "host)")
+  _report_windows(json.loads((out / CLIPS_FILE).read_text()), config, out)
+  return {"main": shards.dataset_dir(out / "train"), "heldout": shards.dataset_dir(out / "heldout")}
+
+
+def _write_or_reuse_re10k(out: Path, provenance: dict) -> None:
+  """Reuses the aligned dataset at `out` (same provenance, complete) or writes it: into a temporary folder beside it,
+  renamed into place when complete (a leftover of another provenance is replaced)."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  import uuid  # pylint: disable=import-outside-toplevel
+
+  from camjax.data import shards  # pylint: disable=import-outside-toplevel
+  from camjax.data.records import RecordError  # pylint: disable=import-outside-toplevel
+  if out.is_dir():
+    differences = shards.provenance_differences(shards.read_provenance(out), provenance)
+    if not differences:
+      try:
+        if (out / CLIPS_FILE).is_file() and all(shards.dataset_dir(out / s) for s in ("train", "heldout")):
+          log.info("reusing the aligned RealEstate10K dataset %s", out)
+          return
+      except RecordError:
+        pass
+      differences = ["the folder is incomplete"]
+    log.warning("replacing the aligned dataset %s: %s", out, "; ".join(differences))
+  tmp = out.parent / f"{shards._TMP_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"  # pylint: disable=protected-access
+  try:
+    _write_re10k(tmp, provenance)
+    shards._replace_folder(tmp, out)  # pylint: disable=protected-access
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  log.info("wrote the aligned RealEstate10K dataset %s", out)
+
+
+def _write_re10k(folder: Path, provenance: dict) -> None:
+  """Aligns the clips (`align_re10k` into `folder/alignment`), splits the kept clips by scene and writes both
+  datasets, `clips.json` and the provenance into `folder`."""
+  import datetime  # pylint: disable=import-outside-toplevel
+
+  from camjax import depth as depth_lib  # pylint: disable=import-outside-toplevel
+  from camjax.data import shards  # pylint: disable=import-outside-toplevel
+  from camjax.data.curate.metric import align_re10k  # pylint: disable=import-outside-toplevel
+  from camjax.data.sources import re10k_records  # pylint: disable=import-outside-toplevel
+  a = provenance["arguments"]
+  folder.mkdir(parents=True)
+  depth = depth_lib.DepthAnythingMetric(a["depth_model"], device=a["device"])
+  rows = align_re10k(a["root"], depth, out=folder / "alignment", quantile=a["quantile"], reference=a["reference"],
+                     min_points=a["min_points"], num_threads=a["num_threads"], seed=a["seed"])
+  kept = {r["clip"]: r for r in rows if r["kept"]}
+  if not kept:
+    reasons = "; ".join(f"{r['clip']}: {r['reason']}" for r in rows[:3])
+    raise RealCamError(f"no clip under {a['root']} could be aligned to metric scale ({len(rows)} clips; {reasons})")
+  scene = {rec.clip_id.removeprefix("re10k-"): (rec.scene_id, rec.num_frames)
+           for rec in re10k_records(a["root"], fps=a["fps"])}
+  scenes = sorted({scene[c][0] for c in kept})
+  n = a["heldout_scenes"]
+  if len(scenes) <= n:
+    raise RealCamError(f"the aligned clips under {a['root']} come from {len(scenes)} scene(s) ({', '.join(scenes)}); "
+                       f"realcam.heldout_scenes={n} leaves none to train on: give more clips or hold out fewer scenes")
+  heldout = set(scenes[-n:])
+
+  def records(split: str):
+    for rec in re10k_records(a["root"], fps=a["fps"]):
+      row = kept.get(rec.clip_id.removeprefix("re10k-"))
+      if row is None or (rec.scene_id in heldout) != (split == "heldout"):
+        continue
+      extra = {}
+      if split == "heldout":  # the preview's depth: frame 0 through the same model (0 = none on the other frames)
+        extra["depth"] = np.zeros((rec.num_frames, rec.height, rec.width), np.float32)
+        extra["depth"][0] = depth(rec.frames[0])
+      w2c = np.array(rec.w2c, np.float64)
+      w2c[:, :3, 3] *= row["factor"]  # c_cam^metric = [R, alpha T]
+      yield dataclasses.replace(rec, w2c=w2c, metric_scale=float(row["factor"]), **extra)
+
+  for split in ("train", "heldout"):
+    shards.build_dataset(lambda s=split: records(s), folder / split,
+                         dict(provenance, arguments=dict(a, split=split)),
+                         description=f"RealEstate10K clips from {a['root']} aligned to metric scale ({split})")
+  clips = []
+  for r in rows:
+    scene_id, frames = scene[r["clip"]]
+    split = ("heldout" if scene_id in heldout else "train") if r["kept"] else "dropped"
+    clips.append({"clip": r["clip"], "scene": scene_id, "frames": frames, "split": split,
+                  "factor": r.get("factor"), "reason": r["reason"]})
+  (folder / CLIPS_FILE).write_text(json.dumps(clips, indent=1) + "\n")
+  written = dict(provenance, clips=len(kept),
+                 written_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+  (folder / shards.PROVENANCE_FILE).write_text(json.dumps(written, indent=1) + "\n")
+
+
+def _validate_re10k(config) -> list[str]:
+  """`field=value (why)` for the `re10k` settings no run can use (the filesystem is checked by `prepare_re10k`)."""
+  bad, d, r = [], config.data, config.realcam
+  if not str(d.path or "").strip():
+    bad.append(f"data.path={d.path!r} (data.source={RE10K_SOURCE!r} reads a folder of RealEstate10K pose files + "
+               "videos, e.g. ../shared/data/re10k_clips)")
+  if "depth_model" not in r:
+    bad.append(f"realcam.depth_model is not a field (data.source={RE10K_SOURCE!r} aligns the clips with a metric "
+               "depth model: use configs/realcam_i2v.py:re10k)")
+  elif not str(r.depth_model or "").strip():
+    bad.append(f"realcam.depth_model={r.depth_model!r} (data.source={RE10K_SOURCE!r} aligns the clips to metric "
+               f"scale with a metric depth model: {DEPTH_MODEL_HINT})")
+  if int(r.get("heldout_scenes", 1)) < 1:
+    bad.append(f"realcam.heldout_scenes={r.heldout_scenes!r} (>= 1: the samples and the evaluation use held-out "
+               "scenes)")
+  if not 0 <= float(r.get("align_quantile", 0.02)) < 0.5:
+    bad.append(f"realcam.align_quantile={r.align_quantile!r} (the share of clips cut at each end, in [0, 0.5))")
+  for name in ("align_min_points", "align_threads"):
+    if int(r.get(name, 1)) < 1:
+      bad.append(f"realcam.{name}={r[name]!r} (>= 1)")
+  return bad
+
+
+def window_frames(config) -> int:
+  """Frames a clip needs for one training window: `(data.num_frames - 1) * min(data.stride) + 1`."""
+  return (int(config.data.num_frames) - 1) * int(min(config.data.stride)) + 1
+
+
+def _report_windows(clips: list[dict], config, folder: Path) -> None:
+  """Logs the aligned dataset's split and the clips too short for the window (the training pipeline skips and
+  counts them); raises `RealCamError` when samples or the evaluation need a held-out clip and none is long enough."""
+  need, T = window_frames(config), int(config.data.num_frames)
+  counts = {}
+  for split in ("train", "heldout"):
+    rows = [c for c in clips if c["split"] == split]
+    short = [c["clip"] for c in rows if c["frames"] < (need if split == "train" else T)]
+    counts[split] = (len(rows), len({c["scene"] for c in rows}), short)
+  dropped = [c for c in clips if c["split"] == "dropped"]
+  (n_train, s_train, short_train), (n_held, s_held, short_held) = counts["train"], counts["heldout"]
+  log.info("aligned RealEstate10K clips %s: %d training clips (%d scenes), %d held-out (%d scenes), %d dropped%s",
+           folder, n_train, s_train, n_held, s_held, len(dropped),
+           "".join(f"; {c['clip']}: {c['reason']}" for c in dropped[:3]))
+  if short_train:
+    log.warning("%d of %d training clips are shorter than the %d frames of a window and are skipped (counted in "
+                "pipeline_stats.too_short): %s", len(short_train), n_train, need, ", ".join(short_train))
+  if short_held:
+    log.warning("%d of %d held-out clips are shorter than the %d frames of a window and are left out of the samples "
+                "and the evaluation: %s", len(short_held), n_held, T, ", ".join(short_held))
+  needed = int(config.sample.num) > 0 or (config.eval.at_end and int(config.eval.get("scenes", 0)) > 0)
+  if needed and len(short_held) == n_held:
+    longest = max((c["frames"] for c in clips if c["split"] == "heldout"), default=0)
+    raise RealCamError(f"no held-out clip has the {T} frames of a window (the longest has {longest}): samples and the "
+                       "evaluation start from held-out clips; lower data.num_frames or hold out other scenes "
+                       "(realcam.heldout_scenes)")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -411,6 +660,56 @@ class _HeldOut:
     return held_out_example(self.config, int(index))
 
 
+def clip_example(config, record) -> dict[str, Any]:
+  """The first window of an aligned held-out clip (`prepare_re10k`) at the config's size, as `held_out_example`:
+  frames 0 .. T-1 resized to cover `data.height x data.width` and centre-cropped (K and depth with them, as the
+  training pipeline does), the metric cameras relative to frame 0, the preview from frame 0's metric depth (the
+  depth model's, stored with the record), mode `sample.mode`; `trajectory` says how far the camera travels.
+
+  Raises:
+    camjax.data.pipeline.ClipTooShortError: the clip has fewer than `data.num_frames` frames.
+    RealCamError: the record has no valid depth of frame 0.
+  """
+  from camjax.data.pipeline import (ClipTooShortError,  # pylint: disable=import-outside-toplevel
+                                    resize_center_crop_window)
+  d, s = config.data, config.sample
+  T = int(d.num_frames)
+  if record.num_frames < T:
+    raise ClipTooShortError(record.clip_id, record.num_frames, f"{record.num_frames} frames, a window needs {T}")
+  if record.depth is None or not np.any(np.asarray(record.depth[0]) > 0):
+    raise RealCamError(f"clip {record.clip_id} has no metric depth of frame 0 (the preview needs it): an aligned "
+                       "held-out record of prepare_re10k carries it")
+  window = resize_center_crop_window(record, np.arange(T), int(d.height), int(d.width), with_depth=True)
+  frames, rel, depth = window["frames"], window["cameras"].relative(0), window["depth"]
+  grid = latent_grid(config)
+  pv = scene_preview(frames[0], depth[0], rel.K[0], rel.w2c, grid)
+  ex = make_example(frames[0], None, rel.K[0], rel.w2c, latent_shape=grid, caption=record.caption, preview=pv)
+  travel = float(np.linalg.norm(np.asarray(rel.centers), axis=-1).max())
+  ex.update(frames=frames, K=np.asarray(rel.K, np.float32), mode=np.int32(mode_index(s.get("mode", "basic"))),
+            num_given=np.int32(max(2, T // 4 + 1)), depth=depth, preview_pixel_mask=np.asarray(pv.mask, bool),
+            metric_scale=np.float32(record.metric_scale), trajectory=np.str_(f"real, {travel:.2f} m"),
+            fps=np.float32(record.fps), clip_id=np.str_(record.clip_id))
+  return ex
+
+
+def clip_examples(config, folder, limit: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+  """`(examples, too_short)`: `clip_example` of the records of the dataset at `folder` in order (at most `limit`),
+  and the ids of the clips too short for the window (skipped)."""
+  from camjax.data.pipeline import ClipTooShortError  # pylint: disable=import-outside-toplevel
+  from camjax.data.shards import ShardSource  # pylint: disable=import-outside-toplevel
+  source = ShardSource(folder)
+  examples, too_short = [], []
+  for i in range(len(source)):
+    if limit is not None and len(examples) >= limit:
+      break
+    record = source[i]
+    try:
+      examples.append(clip_example(config, record))
+    except ClipTooShortError:
+      too_short.append(record.clip_id)
+  return examples, too_short
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Inside jit: modes, given frames, cameras
 # ----------------------------------------------------------------------------------------------------------------------
@@ -600,18 +899,29 @@ class RealCamI2V(Method):
     return ("K", "w2c"), ("mode", "num_given", "preview", "preview_mask")
 
   def prepare_data(self, config, workdir):
-    """The procedural scenes with per-scene scale, rendered once (`prepare_scenes`); the generic windowed pipeline
-    reads them for training."""
+    """The procedural scenes with per-scene scale, rendered once (`prepare_scenes`), or with `data.source="re10k"`
+    the RealEstate10K-layout clips aligned to metric scale once (`prepare_re10k`: training and held-out clips); the
+    generic windowed pipeline reads them for training."""
+    if config.data.source == RE10K_SOURCE:
+      return prepare_re10k(config, workdir)
     return {"main": prepare_scenes(config, workdir)}
 
   def pipeline(self, config, datasets, *, training, batch_size, start_index, seed, process_index=None,
                process_count=None):
-    """Training: None (the generic windowed clip pipeline over the rendered scenes). Evaluation: held-out scenes
-    (`held_out_example`, with their previews), one epoch."""
-    del datasets, start_index, seed, process_index, process_count
+    """Training: None (the generic windowed clip pipeline over the rendered scenes or the aligned clips).
+    Evaluation: held-out scenes (`held_out_example`, with their previews), or with `data.source="re10k"` the first
+    windows of the held-out clips (`clip_example`; repeated when there are fewer than `batch_size`), one epoch."""
+    del start_index, seed, process_index, process_count
     if training:
       return None
     import grain  # pylint: disable=import-outside-toplevel
+    if config.data.source == RE10K_SOURCE:
+      examples, _ = clip_examples(config, datasets["heldout"], limit=batch_size)
+      if not examples:
+        raise RealCamError(f"no held-out clip has the {config.data.num_frames} frames of a window: lower "
+                           "data.num_frames or hold out other scenes (realcam.heldout_scenes)")
+      examples = [examples[i % len(examples)] for i in range(batch_size)]
+      return grain.MapDataset.source(examples).batch(batch_size, drop_remainder=False).to_iter_dataset()
     n = max(int(config.data.eval_scenes), batch_size)
     ds = grain.MapDataset.range(n).map(_HeldOut(config)).batch(batch_size, drop_remainder=False)
     return ds.to_iter_dataset()
@@ -631,15 +941,23 @@ class RealCamI2V(Method):
   def validate(self, config):
     bad = []
     d, r, s, t = config.data, config.realcam, config.sample, config.train
-    if d.source != DATA_SOURCE:
-      bad.append(f"data.source={d.source!r} (RealCam-I2V renders its own scenes: {DATA_SOURCE!r})")
-    if (d.height, d.width) != (d.render_size,) * 2:
-      bad.append(f"data.height/width={d.height}x{d.width} (scenes are used at their render size {d.render_size})")
+    if d.source not in DATA_SOURCES:
+      bad.append(f"data.source={d.source!r} (RealCam-I2V trains on the procedural scenes it renders, "
+                 f"{DATA_SOURCE!r}, or on RealEstate10K-layout clips it aligns to metric scale, {RE10K_SOURCE!r}: "
+                 "configs/realcam_i2v.py:re10k)")
+    elif d.source == DATA_SOURCE:
+      if (d.height, d.width) != (d.render_size,) * 2:
+        bad.append(f"data.height/width={d.height}x{d.width} (scenes are used at their render size {d.render_size})")
+      lo, hi = r.scale_range
+      if not 0 < lo <= hi:
+        bad.append(f"realcam.scale_range={tuple(r.scale_range)!r} (0 < low <= high)")
+    else:
+      bad += _validate_re10k(config)
     if r.scale not in SCALES:
       bad.append(f"realcam.scale={r.scale!r} (one of {SCALES})")
-    lo, hi = r.scale_range
-    if not 0 < lo <= hi:
-      bad.append(f"realcam.scale_range={tuple(r.scale_range)!r} (0 < low <= high)")
+    runs = tuple(config.eval.get("runs", ()) or ())
+    if runs and (set(runs) - set(RUNS) or not set(REQUIRED_RUNS) <= set(runs)):
+      bad.append(f"eval.runs={runs!r} (names of {tuple(RUNS)}, with {REQUIRED_RUNS}; empty = all)")
     probs = tuple(t.mode_probs)
     if len(probs) != len(MODES) or min(probs) < 0 or sum(probs) <= 0:
       bad.append(f"train.mode_probs={probs!r} (one weight >= 0 per mode {MODES}, not all 0)")
@@ -764,13 +1082,17 @@ class RealCamI2V(Method):
     return video
 
   def evaluate_at_end(self, weights, config, mesh, workdir, model):
-    """Shaping vs no shaping vs the baselines on `eval.scenes` held-out scenes -> `workdir/eval_realcam/`
-    (`evaluate_scenes`)."""
+    """Shaping vs no shaping vs the baselines on `eval.scenes` held-out scenes (`evaluate_scenes`), or with
+    `data.source="re10k"` on up to `eval.scenes` held-out real clips (`evaluate_clips`) -> `workdir/eval_realcam/`."""
     n = int(config.eval.get("scenes", 0))
     if not n or jax.process_count() > 1:
       return
-    result = evaluate_scenes(self, weights, config, mesh, model, n, Path(workdir) / "eval_realcam")
-    log.info("RealCam-I2V held-out scenes (%s): %s", Path(workdir) / "eval_realcam",
+    out = Path(workdir) / "eval_realcam"
+    if config.data.source == RE10K_SOURCE:
+      result = evaluate_clips(self, weights, config, mesh, model, prepare_re10k(config, workdir)["heldout"], n, out)
+    else:
+      result = evaluate_scenes(self, weights, config, mesh, model, n, out)
+    log.info("RealCam-I2V held-out %s (%s): %s", "clips" if config.data.source == RE10K_SOURCE else "scenes", out,
              {k: round(v["psnr_mask"], 2) for k, v in result["aggregate"].items()})
 
 
@@ -805,7 +1127,16 @@ METHOD = RealCamI2V()
 RUNS = {"shaping": dict(shaping=True), "no_shaping": dict(shaping=False), "shaping_x0": dict(shaping=True, target="x0"),
         "shaping_to_0.5": dict(shaping=True, threshold=0.5),
         "scale_x0.5": dict(shaping=False, translation=0.5), "scale_x2": dict(shaping=False, translation=2.0)}
-COLUMNS = (*RUNS, "repeat_first_frame", "mean_colour", "preview")
+BASELINES = ("repeat_first_frame", "mean_colour", "preview")
+COLUMNS = (*RUNS, *BASELINES)
+REQUIRED_RUNS = ("shaping",)  # what the report compares with the others; `eval.runs` may leave out the rest
+
+
+def eval_runs(config) -> dict[str, dict]:
+  """The sampling runs of the end-of-run evaluation: `eval.runs` (names of `RUNS`), or every run when it is empty
+  or absent."""
+  names = tuple(config.eval.get("runs", ()) or ())
+  return {n: o for n, o in RUNS.items() if not names or n in names}
 NAMES = {"shaping": "shaping (z_t, eq.)", "no_shaping": "no shaping", "shaping_x0": "shaping (x0, Fig. 6)",
          "shaping_to_0.5": "shaping (z_t) while sigma > 0.5",
          "scale_x0.5": "no shaping, translations x0.5", "scale_x2": "no shaping, translations x2",
@@ -833,13 +1164,50 @@ def _scaled_translations(w2c: np.ndarray, factor: float) -> np.ndarray:
 def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes: int, out_dir) -> dict:
   """Scores the model on `num_scenes` held-out scenes (basic mode from the true first frame, along the true metric
   trajectory) and writes `report.md`, `metrics.json` and `strip_<i>.png` (rows: ground truth, preview, shaping, no
-  shaping, Fig. 6's variant) to `out_dir`.
-
-  PSNR is over frames 1..T-1: `psnr_mask` over the pixels of the preview mask (`Preview.mask`, the 5x5-covered
-  pixels), `psnr` over whole frames; SSIM over whole frames.
+  shaping, Fig. 6's variant) to `out_dir` (`evaluate_examples`).
 
   Returns:
     `{"num_scenes", "aggregate": {column: {"psnr_mask", "psnr", "ssim"}}, "shaping_beats": {...}, "per_scene"}`.
+  """
+  examples = (held_out_example(config, i) for i in range(num_scenes))
+  info = {"data": "procedural", "scale_range": list(config.realcam.scale_range)}
+  return evaluate_examples(method, weights, config, mesh, model, examples, out_dir, info)
+
+
+def evaluate_clips(method: RealCamI2V, weights, config, mesh, model, folder, max_clips: int, out_dir) -> dict:
+  """Scores the model on up to `max_clips` held-out real clips of the aligned dataset at `folder` (`prepare_re10k`'s
+  "heldout"): basic mode from the clip's first frame along its metric (aligned) trajectory, the preview from the
+  depth model's depth of frame 0 (`clip_example`), scored against the clip's real frames (`evaluate_examples`).
+  Clips too short for the window are left out and listed (`clips_too_short`).
+
+  Returns:
+    As `evaluate_scenes`, plus `clips_too_short`.
+
+  Raises:
+    RealCamError: no held-out clip is long enough for the window.
+  """
+  examples, too_short = clip_examples(config, folder, limit=max_clips)
+  if not examples:
+    raise RealCamError(f"no held-out clip of {folder} has the {config.data.num_frames} frames of a window "
+                       f"({len(too_short)} too short): lower data.num_frames or hold out other scenes")
+  info = {"data": "re10k", "clips_too_short": too_short, "depth_model": str(config.realcam.get("depth_model", "")),
+          "clips": str(config.data.path)}
+  return evaluate_examples(method, weights, config, mesh, model, examples, out_dir, info)
+
+
+def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples, out_dir, info: dict) -> dict:
+  """Scores the model on held-out examples (`held_out_example` / `clip_example`: the ground-truth video as `frames`,
+  its metric cameras, the preview and its pixel mask) with the sampling runs of `eval_runs` (every run of `RUNS`
+  by default) and the baselines of `BASELINES`, and writes `report.md`, `metrics.json` and `strip_<i>.png` (rows:
+  ground truth, preview, shaping, no shaping, Fig. 6's variant when run) to `out_dir`.
+
+  PSNR is over frames 1..T-1: `psnr_mask` over the pixels of the preview mask (`Preview.mask`, the 5x5-covered
+  pixels), `psnr` over whole frames; SSIM over whole frames. `info` (`"data"`: "procedural" | "re10k", ...) goes
+  into the result as is.
+
+  Returns:
+    `{"num_scenes", "aggregate": {column: {"psnr_mask", "psnr", "ssim"}}, "shaping_beats": {...}, "per_scene",
+    **info}`.
   """
   from camjax.eval.quality import (frame_quality, mean_colour,  # pylint: disable=import-outside-toplevel
                                    repeat_first_frame)
@@ -848,7 +1216,9 @@ def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes
   from camjax.methods.base import generate, host_batch, merge  # pylint: disable=import-outside-toplevel
 
   static = dataclasses.replace(model.static, config=config)
-  opts = {name: {k: v for k, v in o.items() if k != "translation"} for name, o in RUNS.items()}
+  runs = eval_runs(config)
+  columns = (*runs, *BASELINES)
+  opts = {name: {k: v for k, v in o.items() if k != "translation"} for name, o in runs.items()}
   fns = {}
   for name, o in opts.items():
     key = tuple(sorted(o.items()))
@@ -857,13 +1227,12 @@ def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = []
-  for i in range(num_scenes):
-    ex = held_out_example(config, i)
+  for i, ex in enumerate(examples):
     ex.update(mode=np.int32(BASIC), num_given=np.int32(1))
     gt = np.asarray(ex["frames"])
     keys = ("frames", "K", "w2c", "mode", "num_given", "preview", "preview_mask", "caption")
     videos = {}
-    for name, o in RUNS.items():
+    for name, o in runs.items():
       e = {k: ex[k] for k in keys}
       if "translation" in o:
         e["w2c"] = _scaled_translations(ex["w2c"], o["translation"])
@@ -884,16 +1253,16 @@ def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes
       q = frame_quality(video, gt, skip_frames=1)
       row[name] = {"psnr_mask": masked_psnr(video[1:], gt[1:], mask), **q}
     rows.append(row)
-    write_png(out_dir / f"strip_{i}.png", strip([gt, videos["preview"], videos["shaping"], videos["no_shaping"],
-                                                 videos["shaping_x0"]]))
+    shown = [videos[k] for k in ("shaping", "no_shaping", "shaping_x0") if k in videos]
+    write_png(out_dir / f"strip_{i}.png", strip([gt, videos["preview"], *shown]))
   keys = ("psnr_mask", "psnr", "ssim")
-  agg = {c: {k: float(np.nanmean([r[c][k] for r in rows])) for k in keys} for c in COLUMNS}
-  beats = {b: {k: bool(agg["shaping"][k] > agg[b][k]) for k in ("psnr_mask", "psnr")}
-           for b in ("no_shaping", "repeat_first_frame", "mean_colour")}
-  wins = {b: int(sum(r["shaping"]["psnr_mask"] > r[b]["psnr_mask"] for r in rows))
-          for b in ("no_shaping", "repeat_first_frame", "mean_colour")}
-  result = {"num_scenes": num_scenes, "scale": config.realcam.scale, "scale_range": list(config.realcam.scale_range),
-            "shaping_threshold": float(config.sample.shaping_threshold), "aggregate": agg, "shaping_beats": beats,
+  agg = {c: {k: float(np.nanmean([r[c][k] for r in rows])) for k in keys} for c in columns}
+  rivals = [b for b in ("no_shaping", "repeat_first_frame", "mean_colour") if b in columns]
+  beats = {b: {k: bool(agg["shaping"][k] > agg[b][k]) for k in ("psnr_mask", "psnr")} for b in rivals}
+  wins = {b: int(sum(r["shaping"]["psnr_mask"] > r[b]["psnr_mask"] for r in rows)) for b in rivals}
+  result = {"num_scenes": len(rows), "scale": config.realcam.scale, **info,
+            "shaping_threshold": float(config.sample.shaping_threshold), "columns": list(columns), "aggregate": agg,
+            "shaping_beats": beats,
             "shaping_wins_per_scene": wins, "per_scene": rows}
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
@@ -902,39 +1271,64 @@ def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes
   return result
 
 
-def _report(result: dict, config) -> str:
-  agg, rows = result["aggregate"], result["per_scene"]
-  n = result["num_scenes"]
-  lines = [
+def _intro(result: dict, config) -> list[str]:
+  """The report's title and first paragraph: what was evaluated."""
+  n, scale = result["num_scenes"], config.realcam.scale
+  real = result.get("data") == "re10k"
+  kind = ("aligned metric" if real else "true metric") if scale == "metric" else "per-clip normalised, SfM-like"
+  cameras = f"cameras `{scale}` ({kind})"
+  if real:
+    short = result.get("clips_too_short", [])
+    return [
+        "# RealCam-I2V on held-out RealEstate10K clips", "",
+        f"{n} real clips of the held-out scenes (never trained on) from `{result.get('clips')}`, translations aligned "
+        f"to metric scale with the depth model `{result.get('depth_model')}` (`align_re10k`; `scale` below is each "
+        f"clip's factor); {cameras}. The preview lifts frame 0 with that model's depth. "
+        + (f"{len(short)} held-out clip(s) shorter than the {config.data.num_frames}-frame window left out "
+           f"({', '.join(short)}). " if short else "")
+        + "Basic mode (the clip's first frame), the clip's first "
+        f"{config.data.num_frames} frames and their aligned cameras, "]
+  return [
       "# RealCam-I2V on held-out procedural scenes", "",
       f"{n} scenes (seeds {HELD_OUT_SEED} + {config.seed} + i, never trained on), camera travel scaled per scene by a "
-      f"log-uniform factor in {tuple(config.realcam.scale_range)}; cameras `{config.realcam.scale}` "
-      f"({'true metric' if config.realcam.scale == 'metric' else 'per-clip normalised, SfM-like'}). Basic mode "
-      "(the true first frame), the true metric trajectory, "
+      f"log-uniform factor in {tuple(config.realcam.scale_range)}; {cameras}. "
+      "Basic mode (the true first frame), the true metric trajectory, "]
+
+
+def _report(result: dict, config) -> str:
+  agg, rows, columns = result["aggregate"], result["per_scene"], result["columns"]
+  n = result["num_scenes"]
+  head = _intro(result, config)
+  lines = [
+      *head[:-1], head[-1] +
       f"{config.sample.steps} Euler steps at shift {config.sample.shift}, noise shaping while sigma > "
       f"{config.sample.shaping_threshold} unless said otherwise. PSNR on "
       "frames 1..T-1: `PSNR in mask` over the preview mask (pixels whose 5x5 neighbourhood the preview covers), "
       "`PSNR` / `SSIM` over whole frames. `the preview itself` is the point-cloud render (black outside its "
       "coverage): inside the mask it is the geometry's answer, an upper reference for shaping. Strips: ground "
-      "truth / preview / shaping / no shaping / shaping (x0).", "",
-      "| metric | " + " | ".join(NAMES[c] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+      "truth / preview / " + " / ".join(NAMES[k] for k in ("shaping", "no_shaping", "shaping_x0") if k in columns)
+      + ".", "",
+      "| metric | " + " | ".join(NAMES[c] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
   labels = {"psnr_mask": "PSNR in mask (dB)", "psnr": "PSNR (dB)", "ssim": "SSIM"}
   for k, label in labels.items():
     lines.append(f"| {label} | " + " | ".join(f"{agg[c][k]:.2f}" if k != "ssim" else f"{agg[c][k]:.3f}"
-                                                for c in COLUMNS) + " |")
+                                                for c in columns) + " |")
   yes = lambda v: "yes" if v else "no"
   lines += ["", "| shaping beats | PSNR in mask (mean) | PSNR (mean) | scenes won in mask |", "|---|---|---|---|"]
   lines += [f"| {NAMES[b]} | {yes(v['psnr_mask'])} | {yes(v['psnr'])} | {result['shaping_wins_per_scene'][b]} / {n} |"
             for b, v in result["shaping_beats"].items()]
-  lines += ["", "| scene | scale | trajectory | mask | " + " | ".join(f"{NAMES[c]} (mask)" for c in COLUMNS) + " |",
-            "|---" * (len(COLUMNS) + 4) + "|"]
-  lines += [f"| {r['scene']} | {r['metric_scale']:.2f} | {r['trajectory']} | {r['mask_fraction']:.0%} | "
-            + " | ".join(f"{r[c]['psnr_mask']:.2f}" for c in COLUMNS) + " |" for r in rows]
+  lines += ["", "| scene | scale | trajectory | mask | " + " | ".join(f"{NAMES[c]} (mask)" for c in columns) + " |",
+            "|---" * (len(columns) + 4) + "|"]
+  name = (lambda r: f"{r['scene']} ({r['clip_id']})") if result.get("data") == "re10k" else (lambda r: r["scene"])
+  lines += [f"| {name(r)} | {r['metric_scale']:.2f} | {r['trajectory']} | {r['mask_fraction']:.0%} | "
+            + " | ".join(f"{r[c]['psnr_mask']:.2f}" for c in columns) + " |" for r in rows]
   lines += ["", *[f"![scene {r['scene']}](strip_{r['scene']}.png)" for r in rows], ""]
   return "\n".join(lines)
 
 
-__all__ = ["BASIC", "CONTINUATION", "INTERPOLATION", "LOOP", "METHOD", "MODES", "RealCamError", "RealCamI2V",
-           "ScaledScene", "conditions", "evaluate_scenes", "given_frames", "held_out_example", "latent_grid",
-           "latent_slots", "loop_indices", "make_example", "masked_psnr", "normalise_translations", "prepare_scenes",
-           "render_scaled_scene", "scene_preview", "scene_scale", "shaping_inputs", "stack_examples"]
+__all__ = ["BASELINES", "BASIC", "CONTINUATION", "DATA_SOURCES", "INTERPOLATION", "LOOP", "METHOD", "MODES",
+           "RE10K_SOURCE", "RealCamError", "RealCamI2V", "ScaledScene", "check_depth_model", "clip_example",
+           "clip_examples", "conditions", "eval_runs", "evaluate_clips", "evaluate_examples", "evaluate_scenes",
+           "given_frames", "held_out_example", "latent_grid", "latent_slots", "loop_indices", "make_example",
+           "masked_psnr", "normalise_translations", "prepare_re10k", "prepare_scenes", "re10k_alignment_args",
+           "render_scaled_scene", "scene_preview", "scene_scale", "shaping_inputs", "stack_examples", "window_frames"]
