@@ -32,27 +32,9 @@ def _config(variant="re10k"):
 
 
 @pytest.fixture(scope="module")
-def tiny_depth_anything(tmp_path_factory):
-  """A tiny random metric Depth Anything checkpoint (DINOv2 backbone of width 32, 2 layers) saved with its DPT image
-  processor at a 56-pixel input side (as tests/test_depth.py)."""
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
-
-  backbone = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=64, image_size=56, patch_size=14, out_indices=[1, 2],
-                                       reshape_hidden_states=False)
-  config = transformers.DepthAnythingConfig(
-      backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32], reassemble_factors=[2, 1],
-      fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="metric", max_depth=20, initializer_range=0.1)
-  torch.manual_seed(0)
-  model = transformers.DepthAnythingForDepthEstimation(config).eval()
-  processor = DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                                   image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], resample=3)
-  path = tmp_path_factory.mktemp("depth_anything") / "tiny-metric"
-  model.save_pretrained(path)
-  processor.save_pretrained(path)
-  return path
+def depth_model(tiny_depth_anything):
+  """The folder of the tiny random metric Depth Anything checkpoint (tests/conftest.py)."""
+  return tiny_depth_anything[0]
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +63,10 @@ def _toy(clips, depth_model):
 
 
 @pytest.fixture(scope="module")
-def run(clips, tiny_depth_anything, tmp_path_factory):
+def run(clips, depth_model, tmp_path_factory):
   """The variant trained for one step by the main job: alignment, samples, held-out evaluation."""
   workdir = tmp_path_factory.mktemp("realcam_re10k")
-  config = _toy(clips, tiny_depth_anything)
+  config = _toy(clips, depth_model)
   summary = train.train_and_evaluate(config, workdir)
   assert summary.end_step == 1 and np.isfinite(summary.last_loss)
   return workdir, config, summary
@@ -124,7 +106,7 @@ def test_re10k_variant_trains_samples_and_evaluates_held_out_real_clips(run):
   assert (workdir / "eval_realcam" / "strip_0.png").exists()
 
 
-def test_factors_are_align_re10k_s_and_scale_the_translations(run, clips, tiny_depth_anything, tmp_path):
+def test_factors_are_align_re10k_s_and_scale_the_translations(run, clips, depth_model, tmp_path):
   workdir, _, _ = run
   folder = _aligned(workdir)
   written = {r["clip"]: r for r in json.loads((folder / "alignment" / "metric_scale.json").read_text())}
@@ -135,7 +117,7 @@ def test_factors_are_align_re10k_s_and_scale_the_translations(run, clips, tiny_d
     (one / sub).mkdir(parents=True)
     for f in (clips / sub).glob(f"{CLIPS[1]}.*"):
       (one / sub / f.name).symlink_to(f.resolve())
-  (direct,) = align_re10k(one, dp.DepthAnythingMetric(tiny_depth_anything), num_threads=1)
+  (direct,) = align_re10k(one, dp.DepthAnythingMetric(depth_model), num_threads=1)
   assert direct["clip"] == CLIPS[1] and direct["kept"]
   assert written[CLIPS[1]]["factor"] == direct["factor"]
   assert written[CLIPS[1]]["frame_factors"] == direct["frame_factors"]
@@ -153,7 +135,7 @@ def test_factors_are_align_re10k_s_and_scale_the_translations(run, clips, tiny_d
     np.testing.assert_array_equal(record.frames, original.frames)
     assert factor != pytest.approx(1.0)
   (held,) = _records(folder / "heldout")
-  np.testing.assert_allclose(held.depth[0], dp.DepthAnythingMetric(tiny_depth_anything)(held.frames[0]), rtol=1e-6)
+  np.testing.assert_allclose(held.depth[0], dp.DepthAnythingMetric(depth_model)(held.frames[0]), rtol=1e-6)
   assert not held.depth[1:].any()
 
 
@@ -194,12 +176,12 @@ def test_a_second_run_reuses_the_aligned_dataset_and_too_short_clips_are_counted
   assert examples == [] and too_short == [f"re10k-{CLIPS[1]}"]
 
 
-def test_a_missing_or_wrong_depth_model_is_named(clips, tiny_depth_anything, tmp_path):
+def test_a_missing_or_wrong_depth_model_is_named(clips, depth_model, tmp_path):
   config = _toy(clips, tmp_path / "nowhere")
   with pytest.raises(dp.DepthModelNotFoundError, match=r"folder not found.*--config\.realcam\.depth_model="):
     train.prepare_datasets(config, tmp_path / "run")
   relative = tmp_path / "relative"
-  shutil.copytree(tiny_depth_anything, relative)
+  shutil.copytree(depth_model, relative)
   cfg = json.loads((relative / "config.json").read_text())
   (relative / "config.json").write_text(json.dumps(dict(cfg, depth_estimation_type="relative")))
   config.realcam.depth_model = str(relative)
