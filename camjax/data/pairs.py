@@ -243,6 +243,9 @@ def render_pair(seed: int, *, num_frames: int = 17, height: int = 64, width: int
     seed: scene seed (the scene is `render_scene(seed)`'s).
     num_frames, height, width, fps: clip size and frame rate.
     trajectories: `(A, B)` preset names; default `pair_trajectories(seed)`.
+    depth_maps: also return the rendered depth of both views, `src_depth_map`, `tgt_depth_map` float32
+      `[T, H, W]` (camera-space z, metres, 0 where no surface is hit; for evaluation, not part of the training
+      records).
   """
   names = list(trajectories) if trajectories is not None else list(pair_trajectories(seed))
   if len(names) != 2:
@@ -330,8 +333,8 @@ def _check_sizes(num_frames: int, height: int, width: int, num_queries: int) -> 
 
 
 def paired_example(seed: int, *, num_frames: int = 17, height: int = 64, width: int = 64, num_queries: int = 64,
-                   fps: float = 8.0, reference: str = "first", trajectories: Sequence[str] | None = None
-                   ) -> dict[str, Any]:
+                   fps: float = 8.0, reference: str = "first", trajectories: Sequence[str] | None = None,
+                   depth_maps: bool = False) -> dict[str, Any]:
   """One Track2View training example of procedural scene `seed` (deterministic in its arguments).
 
   Args:
@@ -368,6 +371,8 @@ def paired_example(seed: int, *, num_frames: int = 17, height: int = 64, width: 
   out.update(tracks.arrays())
   out.update(points_world=points.astype(np.float32), caption=np.str_(pair.src.caption),
              clip_id=np.str_(f"synthetic-pair-{seed:06d}"), fps=np.float32(fps))
+  if depth_maps:
+    out.update(src_depth_map=np.asarray(pair.src.depth, np.float32), tgt_depth_map=np.asarray(pair.tgt.depth, np.float32))
   return out
 
 

@@ -442,7 +442,7 @@ def evaluate_pairs(method: Track2View, weights, config, mesh, model, num_pairs: 
   rows = []
   for i in range(num_pairs):
     ex = paired_example(3_000_000 + int(config.seed) + i, num_frames=int(d.num_frames), height=int(d.render_size),
-                        width=int(d.render_size), num_queries=int(d.num_queries))
+                        width=int(d.render_size), num_queries=int(d.num_queries), depth_maps=True)
     host = {k: np.asarray(ex[k])[None] for k in PAIR_KEYS}
     host["caption"] = np.array([str(ex["caption"])])
     batch = host_batch(host, model.tokenizer, method, config)
@@ -476,7 +476,10 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None, clip=None) -> 
   1..T-1, matched keypoints (`camjax.eval.sync.sync_scores`) against the true target view and the source, and
   camjax's geometry-consistent moving matches against the source under the pair's true cameras
   (`source_matches_geo`: `camjax.eval.sync.epipolar_sync_scores` with `GEO_MAX_PX`, `GEO_MIN_SHIFT_PX`,
-  `geo_depth_range`; the true target view's as `true_target_source_matches_geo`); with `camera_opts`
+  `geo_depth_range`; the true target view's as `true_target_source_matches_geo`), and when `ex` has the rendered
+  depth maps (`paired_example(depth_maps=True)`) the matches at the ground-truth correspondence
+  (`source_matches_true`: `camjax.eval.sync.true_sync_scores`, which judges depth; `true_target_source_matches_true`);
+  with `camera_opts`
   (`camera_options`) the Track2View camera errors of `CAMERA_COLUMNS` against the target trajectory
   (`target_camera_errors`), and with a `clip` encoder (`camjax.eval.learned.load("clip", path)`) every column's
   CLIP-V against the source (`camjax.eval.sync.clip_v`; the true target view's as `true_target_clip_v`).
@@ -489,7 +492,8 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None, clip=None) -> 
 
   from camjax.eval.quality import baseline_scores  # pylint: disable=import-outside-toplevel
   from camjax.eval.quality import copy_source, mean_colour, repeat_first_frame  # pylint: disable=import-outside-toplevel
-  from camjax.eval.sync import clip_v, epipolar_sync_scores, sync_scores  # pylint: disable=import-outside-toplevel
+  from camjax.eval.sync import (clip_v, epipolar_sync_scores, sync_scores,  # pylint: disable=import-outside-toplevel
+                                true_sync_scores)
 
   gt, src = np.asarray(ex["tgt_frames"]), np.asarray(ex["src_frames"])
   scores = baseline_scores(gt, videos["tracks"], source=src)
@@ -498,13 +502,19 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None, clip=None) -> 
   candidates = {"tracks": videos["tracks"], "zero_tracks": videos["zero_tracks"], "copy_source": copy_source(src),
                 "repeat_first_frame": repeat_first_frame(gt), "mean_colour": mean_colour(gt)}
   cams = (ex["src_K"], ex["src_w2c"], ex["tgt_K"], ex["tgt_w2c"])
+  depth = ex.get("src_depth_map")  # rendered depth (`paired_example(depth_maps=True)`): true correspondences
+  true_opts = dict(depth_gen=ex.get("tgt_depth_map"))
   geo = dict(max_px=GEO_MAX_PX, min_shift_px=GEO_MIN_SHIFT_PX, depth_range=geo_depth_range(ex))
   for c, video in candidates.items():
     row[c]["target_matches"] = sync_scores(gt, video)["matches"]
     row[c]["source_matches"] = sync_scores(src, video)["matches"]
     row[c]["source_matches_geo"] = epipolar_sync_scores(src, video, *cams, **geo)["matches_geo"]
+    if depth is not None:
+      row[c]["source_matches_true"] = true_sync_scores(src, video, depth, *cams, **true_opts)["matches_true"]
   row["true_target_source_matches"] = sync_scores(src, gt)["matches"]
   row["true_target_source_matches_geo"] = epipolar_sync_scores(src, gt, *cams, **geo)["matches_geo"]
+  if depth is not None:
+    row["true_target_source_matches_true"] = true_sync_scores(src, gt, depth, *cams, **true_opts)["matches_true"]
   row["geo_near_depth"] = geo["depth_range"][0]
   if clip is not None:
     for c, video in candidates.items():
@@ -518,7 +528,7 @@ def score_pair(ex, videos: dict, camera_opts: dict | None = None, clip=None) -> 
   return row
 
 
-BEATS_KEYS = ("psnr", "ssim", "target_matches", "source_matches_geo")
+BEATS_KEYS = ("psnr", "ssim", "target_matches", "source_matches_geo", "source_matches_true")
 
 
 def aggregate_pairs(rows: list) -> dict:
@@ -531,17 +541,18 @@ def aggregate_pairs(rows: list) -> dict:
     vals = np.asarray(vals, np.float64)
     return float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
 
-  keys = ("psnr", "ssim", "target_matches", "source_matches", "source_matches_geo",
+  true = ("source_matches_true",) if "source_matches_true" in rows[0]["tracks"] else ()
+  keys = ("psnr", "ssim", "target_matches", "source_matches", "source_matches_geo", *true,
           *(("clip_v",) if "clip_v" in rows[0]["tracks"] else ()))
   agg = {c: {k: float(np.mean([r[c][k] for r in rows])) for k in keys} for c in COLUMNS}
   agg["true_target"] = {k: float(np.mean([r[f"true_target_{k}"] for r in rows]))
-                        for k in ("source_matches", "source_matches_geo")}
+                        for k in ("source_matches", "source_matches_geo", *true)}
   if "clip_v" in keys:
     agg["true_target"]["clip_v"] = float(np.mean([r["true_target_clip_v"] for r in rows]))
   if "true_target" in rows[0]:
     for c in CAMERA_COLUMNS:
       agg[c].update({k: mean([r[c][k] for r in rows]) for k in CAMERA_KEYS})
-  beats = {b: {k: bool(agg["tracks"][k] > agg[b][k]) for k in BEATS_KEYS}
+  beats = {b: {k: bool(agg["tracks"][k] > agg[b][k]) for k in BEATS_KEYS if k in agg["tracks"]}
            for b in ("zero_tracks", "copy_source", "repeat_first_frame", "mean_colour")}
   return {"num_pairs": len(rows), "aggregate": agg, "model_beats": beats, "per_pair": rows}
 
@@ -560,8 +571,9 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
   names = NAMES
+  true = "source_matches_true" in agg["tracks"]
   keys = ("psnr", "ssim", "target_matches", "source_matches", "source_matches_geo",
-          *(("clip_v",) if "clip_v" in agg["tracks"] else ()))
+          *(("source_matches_true",) if true else ()), *(("clip_v",) if "clip_v" in agg["tracks"] else ()))
   cols = (*COLUMNS, "true_target")
   header = {**names, "true_target": "true target view (reference)"}
   lines = ["# Track2View on held-out procedural pairs", "",
@@ -581,17 +593,26 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
            "256-px frames SIFT sees (`camjax.eval.sync.epipolar_matches`). It cannot judge depth: a source warped "
            "along its rays at a wrong depth passes, and keeps the source's texture, so it can score ABOVE the true "
            "target view, which is a reference, not an upper bound (PSNR / SSIM and target matches judge depth).",
+           *([] if not true else [
+               "", "`matches at the true correspondence` is camjax's addition too, and judges depth: the rendered depth "
+               "of the source frame lifts each matched source keypoint, the true relative camera moves it into the "
+               "target view, and the match counts when the video's keypoint lies within 4 px (1 px of a 64-px frame) "
+               "of that point, the point truly moved by at least 4 px and is visible in the true target view "
+               "(`camjax.eval.sync.true_matches`; keypoints on depth edges left out). Copying the source scores 0; "
+               "the true target view's count is the reference."]),
            *_anchor_lines(result.get("anchor")), "",
            "| metric | " + " | ".join(header[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
   labels = {"psnr": "PSNR", "ssim": "SSIM", "target_matches": "target matches", "source_matches": "source matches",
-            "source_matches_geo": "geometry-consistent source matches (camjax)", "clip_v": "CLIP-V vs source"}
+            "source_matches_geo": "geometry-consistent source matches (camjax)",
+            "source_matches_true": "matches at the true correspondence (camjax)", "clip_v": "CLIP-V vs source"}
   cell = lambda c, k: f"{agg[c][k]:.4g}" if k in agg[c] else "–"
   for k in keys:
     lines.append(f"| {labels[k]} | " + " | ".join(cell(c, k) for c in cols) + " |")
-  lines += ["", "| Track2View beats | PSNR | SSIM | target matches | geometry-consistent source matches |",
-            "|---|---|---|---|---|"]
+  beat_keys = [k for k in BEATS_KEYS if k in agg["tracks"]]
+  lines += ["", "| Track2View beats | " + " | ".join(labels[k] for k in beat_keys) + " |",
+            "|---" * (len(beat_keys) + 1) + "|"]
   yes = lambda v: "yes" if v else "no"
-  lines += [f"| {names[b]} | " + " | ".join(yes(v[k]) for k in BEATS_KEYS) + " |" for b, v in beats.items()]
+  lines += [f"| {names[b]} | " + " | ".join(yes(v[k]) for k in beat_keys) + " |" for b, v in beats.items()]
   lines += _camera_lines(result)
   lines += ["", "| pair | " + " | ".join(f"PSNR {names[c]}" for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
   lines += [f"| {r['pair']} | " + " | ".join(f"{r[c]['psnr']:.2f}" for c in COLUMNS) + " |" for r in rows]
@@ -599,6 +620,11 @@ def write_pair_report(out_dir, result: dict, *, seed: int) -> None:
             "|---" * (len(cols) + 1) + "|"]
   lines += [f"| {r['pair']} | " + " | ".join(f"{r[c]['source_matches_geo']:.1f}" for c in COLUMNS)
             + f" | {r['true_target_source_matches_geo']:.1f} |" for r in rows]
+  if true:
+    lines += ["", "| pair | " + " | ".join(f"true-correspondence matches {header[c]}" for c in cols) + " |",
+              "|---" * (len(cols) + 1) + "|"]
+    lines += [f"| {r['pair']} | " + " | ".join(f"{r[c]['source_matches_true']:.1f}" for c in COLUMNS)
+              + f" | {r['true_target_source_matches_true']:.1f} |" for r in rows]
   lines += ["", *[f"![pair {r['pair']}](strip_{r['pair']}.png)" for r in rows], ""]
   with atomic_write(out_dir / "report.md") as f:
     f.write("\n".join(lines))

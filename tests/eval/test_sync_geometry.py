@@ -122,6 +122,37 @@ def test_pure_translation_needs_the_minimum_shift():
   assert sync.epipolar_sync_scores(src, np.full_like(src, 90), *cams)["matches_geo"] == 0  # no keypoints -> 0
 
 
+@pytest.fixture(scope="module")
+def pair_with_depth():
+  return paired_example(3_000_001, num_frames=9, height=64, width=64, num_queries=32, depth_maps=True)
+
+
+def test_true_correspondence_matches_judge_depth(pair_with_depth):
+  """`true_matches` (ground-truth depth): the true target view scores, copy-the-source scores 0, and the same true
+  target view scored with the source depth doubled (every point on its ray, at the wrong depth: what the epipolar
+  count accepts) loses most of its matches while its epipolar count does not change."""
+  ex = pair_with_depth
+  every = slice(0, 9, 2)
+  src, gt = ex["src_frames"][every], ex["tgt_frames"][every]
+  depth_src, depth_tgt = ex["src_depth_map"][every], ex["tgt_depth_map"][every]
+  assert depth_src.shape == src.shape[:3] and np.all(depth_src >= 0) and np.mean(depth_src > 0) > 0.5  # 0: sky
+  cams = tuple(ex[k][every] for k in ("src_K", "src_w2c", "tgt_K", "tgt_w2c"))
+  true = sync.true_sync_scores(src, gt, depth_src, *cams, depth_gen=depth_tgt)
+  assert true["matches_true"] >= 8 and len(true["matches_true_per_frame"]) == 4
+  assert sync.true_sync_scores(src, src, depth_src, *cams, depth_gen=depth_tgt)["matches_true"] == 0
+  wrong = sync.true_sync_scores(src, gt, 2.0 * depth_src, *cams, depth_gen=depth_tgt)["matches_true"]
+  assert wrong < 0.3 * true["matches_true"]
+  # No more than the epipolar count of the same frames (a true correspondence lies on its ray's image).
+  geo = sync.epipolar_sync_scores(src, gt, *cams, max_px=4.0, min_shift_px=0.0)["matches_geo"]
+  assert true["matches_true"] <= geo
+  with pytest.raises(sync.SyncError, match=r"depth_a must be \[H, W\]"):
+    sync.true_matches(src[1], gt[1], depth_src[1, :-1], *(c[1] for c in cams))
+  with pytest.raises(sync.SyncError, match="max_px"):
+    sync.true_matches(src[1], gt[1], depth_src[1], *(c[1] for c in cams), max_px=0.0)
+  with pytest.raises(sync.SyncError, match="depth maps must have 5 frames"):
+    sync.true_sync_scores(src, gt, depth_src[:-1], *cams)
+
+
 def test_bad_inputs_raise_sync_errors(pair):
   src, gt = pair["src_frames"], pair["tgt_frames"]
   K_s, w2c_s, K_t, w2c_t = _cams(pair, 3)
@@ -176,3 +207,15 @@ def test_the_pair_report_carries_the_geometric_count_next_to_the_raw_one(tmp_pat
   geo = row["tracks"]["source_matches_geo"]
   assert f"| geometry-consistent source matches (camjax) | {geo:.4g} | 0 | 0 |" in report
   assert "| mean colour | true target view (reference) |" in report and "camjax's addition" in report
+  assert "matches at the true correspondence" not in report  # no rendered depth in `ex`: no such row
+  # With the rendered depth maps: the true-correspondence count beside the others.
+  ex = paired_example(3_000_001, num_frames=3, height=64, width=64, num_queries=16, depth_maps=True)
+  row = {"pair": 0, **track2view.score_pair(ex, videos, None)}
+  assert row["tracks"]["source_matches_true"] == row["true_target_source_matches_true"] > 3
+  assert row["copy_source"]["source_matches_true"] == row["zero_tracks"]["source_matches_true"] == 0
+  result = track2view.aggregate_pairs([row])
+  assert result["model_beats"]["zero_tracks"]["source_matches_true"]
+  track2view.write_pair_report(tmp_path, {**result, "camera_settings": None}, seed=0)
+  report = (tmp_path / "report.md").read_text()
+  true = row["tracks"]["source_matches_true"]
+  assert f"| matches at the true correspondence (camjax) | {true:.4g} | 0 | 0 |" in report
