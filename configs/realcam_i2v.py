@@ -82,8 +82,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sample.update(num=2, steps=24, shift=3.0, w_text=1.0, w_cam=1.0, mode="basic", shaping=True,
                   shaping_target="z_t", shaping_threshold=0.9)
   # Held-out scenes of the end-of-run evaluation (eval_realcam/report.md); 0 skips it. `runs`: its sampling runs
-  # (names of methods.realcam_i2v.RUNS, with "shaping"); empty = all six.
-  c.eval.update(scenes=8, trials=1, runs=())
+  # (names of methods.realcam_i2v.RUNS, with "shaping"); empty = all six. `camera_runs`: the runs whose videos (and
+  # the ground-truth video, the SfM floor) get CamI2V camera errors, metric variants included (`trials` SfM seeds
+  # each); empty skips them.
+  c.eval.update(scenes=8, trials=1, runs=(), camera_runs=("shaping", "no_shaping"))
 
   if variant == "raw_scale":
     c.realcam.scale = "raw"

@@ -213,6 +213,15 @@ def test_named_errors():
   assert "realcam.scale='sfm'" in problems and "sample.mode='zoom'" in problems
 
 
+def test_paired_difference_is_the_mean_its_standard_error_and_the_wins():
+  got = rc.paired_difference([0.5, -0.1, 0.3, float("nan"), 0.1])
+  d = np.array([0.5, -0.1, 0.3, 0.1])
+  assert got["n"] == 4 and got["wins"] == 3
+  assert got["mean"] == pytest.approx(d.mean()) and got["se"] == pytest.approx(d.std(ddof=1) / 2)
+  one = rc.paired_difference([1.0])
+  assert one["mean"] == 1.0 and np.isnan(one["se"]) and one["wins"] == 1
+
+
 def test_an_untrained_depth_warp_model_reprojects_its_anchor_frame_on_one_plane():
   """`model.anchor="depth_warp"` before training: every generated frame is the anchor frame (frame 0; the last given
   frame in continuation) shifted as a plane at the initial disparity moves under a trucking camera (an independent

@@ -101,7 +101,14 @@ def test_re10k_variant_trains_samples_and_evaluates_held_out_real_clips(run):
   # The preview (the real first frame lifted with the depth model's depth, rendered along the clip's cameras) is
   # closer to the real frames inside its mask than their mean colour.
   assert row["preview"]["psnr_mask"] > row["mean_colour"]["psnr_mask"]
+  minus = metrics["shaping_minus"]["mean_colour"]  # paired per-scene difference, one scene: no standard error
+  assert minus["n"] == 1 and minus["mean"] == pytest.approx(row["shaping"]["psnr_mask"] - row["mean_colour"]["psnr_mask"])
+  # CamI2V camera errors of the shaped video and of the real clip (the SfM floor), metric variants included; SfM of
+  # 32 x 64 frames may fail (NaN), but every key is there and the success fraction is a fraction.
+  assert metrics["camera_runs"] == ["shaping"] and set(metrics["camera"]) == {"shaping", "ground_truth"}
+  assert set(rc.CAMERA_KEYS) <= set(row["ground_truth"]) and 0 <= row["ground_truth"]["camera_success"] <= 1
   report = (workdir / "eval_realcam" / "report.md").read_text()
+  assert "TransErr_abs (metric)" in report and "ground-truth video (SfM floor)" in report
   assert "held-out RealEstate10K clips" in report and CLIPS[1] in report
   assert (workdir / "eval_realcam" / "strip_0.png").exists()
 

@@ -11,7 +11,15 @@ Protocol (docs/evaluation.md):
     CameraCtrl II's "geometric consistency" (sec. 4.2, 4)) for one video.
   * Errors of a successful trial are computed on its registered frames, for each protocol:
     `cami2v` (RotErr SUMMED radians, TransErr, CamMC; REFERENCE.md section 4), `cameractrl2` (Sim(3)-aligned MEANS,
-    RotErr degrees; section 3), `track2view` (mean degrees, scale from the first two frames; section 5).
+    RotErr degrees; section 3), `track2view` (mean degrees, scale from the first two frames; section 5), and with
+    the metric depth of frame 0 `cami2v_abs` (RealCam-I2V's TransErr_abs / CamMC_abs, below).
+  * `cami2v_abs` (RealCam-I2V's metric variants, REFERENCE.md section 4: both trajectories normalised by the GT's
+    scale, so a video that moves the right directions by the wrong distance is penalised): the reconstruction is
+    given metres first, the paper's way, from the metric depth of the reference frame (frame 0; for RealCam-I2V the
+    given image, whose metric depth the method has): the median over the 3D points frame 0 observes of
+    `metric depth / SfM depth` (`metric_scale`, the curation's `frame_factor`), then `metrics.cami2v_errors(...,
+    metric=True)`. Undefined (NaN, with a note) when frame 0 is not registered or observes fewer than 20 points on
+    valid depth.
   * Outlier trials: with at least 3 successful trials, a trial whose rotation error (the first protocol in
     `OUTLIER_KEYS` that was asked for) lies more than `outlier_k` robust standard deviations from the trials'
     median (1.4826 MAD, floored at 10% of the median) is dropped; means and standard deviations are over the kept
@@ -35,13 +43,15 @@ from camjax.eval.motionflow import motionflow_errors
 # not normalised), whose translation error is only meaningful between two estimates of one SfM (real vs generated
 # video, `camjax.eval.motionflow.compare_estimates`), not against the conditioning cameras' scale: ask for it by name.
 PROTOCOLS = ("cami2v", "cameractrl2", "track2view")
-ALL_PROTOCOLS = PROTOCOLS + ("motionflow",)
+ALL_PROTOCOLS = PROTOCOLS + ("motionflow", "cami2v_abs")
 METRIC_KEYS = {"cami2v": ("rot_err", "trans_err", "cammc"), "cameractrl2": ("rot_err", "trans_err"),
-               "track2view": ("rot_err", "trans_err"), "motionflow": ("rot_err", "trans_err")}
+               "track2view": ("rot_err", "trans_err"), "motionflow": ("rot_err", "trans_err"),
+               "cami2v_abs": ("trans_err", "cammc")}
 UNITS = {("cami2v", "rot_err"): "rad, summed", ("cami2v", "trans_err"): "summed", ("cami2v", "cammc"): "summed",
          ("cameractrl2", "rot_err"): "deg, mean", ("cameractrl2", "trans_err"): "GT units, mean",
          ("track2view", "rot_err"): "deg, mean", ("track2view", "trans_err"): "GT units, mean",
-         ("motionflow", "rot_err"): "rad, summed", ("motionflow", "trans_err"): "summed, not normalised"}
+         ("motionflow", "rot_err"): "rad, summed", ("motionflow", "trans_err"): "summed, not normalised",
+         ("cami2v_abs", "trans_err"): "summed, GT-normalised, metric", ("cami2v_abs", "cammc"): "summed, metric"}
 OUTLIER_KEYS = (("cameractrl2", "rot_err"), ("track2view", "rot_err"), ("cami2v", "rot_err"), ("motionflow", "rot_err"))
 _PROTOCOL_FNS = {"cami2v": metrics.cami2v_errors, "cameractrl2": metrics.cameractrl2_errors,
                  "track2view": metrics.track2view_errors, "motionflow": motionflow_errors}
@@ -111,6 +121,37 @@ def estimate_trials(frames, K, *, trials: int = 3, mapper: str = "global", seed:
   return out
 
 
+def metric_scale(result, depth, K, *, frame: int = 0, min_points: int = 20) -> float:
+  """Metres per SfM unit of a reconstruction, from the metric depth of one of its frames (RealCam-I2V's frame factor):
+  the median over the 3D points `frame` observes of `depth / SfM depth` (`camjax.data.curate.metric.frame_factor`).
+
+  Args:
+    result: a `camjax.geometry.sfm.SfMResult` (with `frame_points`).
+    depth: `[H, W]` metric depth of that frame, metres (0 or non-finite = invalid); K: `[3, 3]` its pixel intrinsics.
+
+  Raises:
+    CameraError: the frame is not registered, or fewer than `min_points` of its points land on valid depth.
+  """
+  from camjax.data.curate.errors import CurationError  # pylint: disable=import-outside-toplevel
+  from camjax.data.curate.metric import frame_factor  # pylint: disable=import-outside-toplevel
+  where = np.flatnonzero(np.asarray(result.frame_indices) == frame)
+  if not len(where) or frame not in result.frame_points:
+    raise CameraError(f"metric scale: frame {frame} is not registered")
+  w2c = np.asarray(result.cameras.numpy().w2c[where[0]], np.float64)
+  try:
+    return frame_factor(np.nan_to_num(np.asarray(depth, np.float64)), result.frame_points[frame], w2c, K,
+                        min_points=min_points)
+  except CurationError as e:
+    raise CameraError(f"metric scale from frame {frame}: {e}") from None
+
+
+def _metric_errors(result, gt: Cameras, depth, K) -> dict[str, float]:
+  """`cami2v_abs` of one trial (see the module docstring)."""
+  est = result.cameras.numpy().scale_translation(metric_scale(result, depth, K))
+  errs = metrics.cami2v_errors(est, gt, metric=True)
+  return {k: float(errs[k]) for k in METRIC_KEYS["cami2v_abs"]}
+
+
 def _protocol_errors(est: Cameras, gt: Cameras, protocol: str) -> tuple[dict[str, float], str | None]:
   try:
     errs = _PROTOCOL_FNS[protocol](est, gt)
@@ -132,8 +173,9 @@ def reject_outliers(values: Sequence[float], k: float = 3.0, rel_floor: float = 
 
 
 def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequence[str] = PROTOCOLS,
-                 min_registered: float = 1.0, outlier_k: float = 3.0) -> dict:
-  """Scores SfM trials against `cameras [T]` (see the module docstring for the protocol).
+                 min_registered: float = 1.0, outlier_k: float = 3.0, metric_depth=None) -> dict:
+  """Scores SfM trials against `cameras [T]` (see the module docstring for the protocol); with `metric_depth`
+  (`[H, W]` metres of frame 0) also `cami2v_abs`.
 
   Returns:
     A dict with `trials`, `successful_trials`, `kept_trials`, `success_ratio`, `registered_ratio` (mean over trials
@@ -142,9 +184,7 @@ def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequen
     `best_trial` (index of the kept trial with the lowest reprojection error, or None), `estimated_cameras`
     (its `Cameras`, registered frames only) and `frame_indices` (of those frames).
   """
-  unknown = [p for p in protocols if p not in _PROTOCOL_FNS]
-  if unknown:
-    raise EvalError(f"unknown protocols {unknown}: choose from {ALL_PROTOCOLS}")
+  protocols = _with_metric(protocols, metric_depth)
   cameras = cameras.numpy()
   T = cameras.num_frames
   per_trial = []
@@ -157,7 +197,13 @@ def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequen
         row["success"] = True
         gt = cameras.take(trial.result.frame_indices)
         for p in protocols:
-          row[p], note = _protocol_errors(trial.result.cameras, gt, p)
+          if p == "cami2v_abs":
+            try:
+              row[p], note = _metric_errors(trial.result, gt, metric_depth, cameras.K[0]), None
+            except CameraError as e:
+              row[p], note = {k: float("nan") for k in METRIC_KEYS[p]}, str(e)
+          else:
+            row[p], note = _protocol_errors(trial.result.cameras, gt, p)
           if note:
             row[f"{p}_note"] = note
       elif row["error"] is None:
@@ -194,9 +240,24 @@ def score_trials(trials: Sequence[Trial], cameras: Cameras, *, protocols: Sequen
   return out
 
 
+def _with_metric(protocols: Sequence[str], metric_depth) -> tuple[str, ...]:
+  """The protocols, checked, with `cami2v_abs` added when `metric_depth` is given."""
+  protocols = tuple(protocols)
+  unknown = [p for p in protocols if p not in ALL_PROTOCOLS]
+  if unknown:
+    raise EvalError(f"unknown protocols {unknown}: choose from {ALL_PROTOCOLS}")
+  if metric_depth is None:
+    if "cami2v_abs" in protocols:
+      raise EvalError("protocol 'cami2v_abs' needs metric_depth (the metric depth of frame 0)")
+    return protocols
+  if np.ndim(metric_depth) != 2:
+    raise EvalError(f"metric_depth must be [H, W] metres of frame 0, got shape {np.shape(metric_depth)}")
+  return protocols if "cami2v_abs" in protocols else (*protocols, "cami2v_abs")
+
+
 def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = "global", seed: int = 0,
                     protocols: Sequence[str] = PROTOCOLS, min_registered: float = 1.0, outlier_k: float = 3.0,
-                    num_threads: int = 1, overlap: int = 10, max_error: float = 1.0) -> dict:
+                    num_threads: int = 1, overlap: int = 10, max_error: float = 1.0, metric_depth=None) -> dict:
   """Camera accuracy of a video against its conditioning cameras, over several SfM trials.
 
   Args:
@@ -213,6 +274,7 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
     overlap: sequential-matching window in frames.
     max_error: two-view verification RANSAC threshold, pixels (1; COLMAP's 4 mislabels short-baseline pairs as
       planar, `camjax.geometry.sfm`).
+    metric_depth: `[H, W]` metric depth of frame 0 (metres, 0 = invalid): adds `cami2v_abs` (module docstring).
 
   Returns:
     See `score_trials`. Never raises on a failed SfM run (it counts as a failure).
@@ -221,12 +283,13 @@ def camera_accuracy(frames, cameras: Cameras, *, trials: int = 3, mapper: str = 
     EvalError: frames and cameras disagree (count, image size), bad dtype, unknown protocol or mapper.
   """
   frames, cameras = check_inputs(frames, cameras)
-  unknown = [p for p in protocols if p not in _PROTOCOL_FNS]
-  if unknown:
-    raise EvalError(f"unknown protocols {unknown}: choose from {ALL_PROTOCOLS}")
+  protocols = _with_metric(protocols, metric_depth)
+  if metric_depth is not None and np.shape(metric_depth) != frames.shape[1:3]:
+    raise EvalError(f"metric_depth must be [H, W] = {frames.shape[1:3]} of the frames, got {np.shape(metric_depth)}")
   runs = estimate_trials(frames, cameras.K[0], trials=trials, mapper=mapper, seed=seed, num_threads=num_threads,
                          overlap=overlap, max_error=max_error)
-  return score_trials(runs, cameras, protocols=protocols, min_registered=min_registered, outlier_k=outlier_k)
+  return score_trials(runs, cameras, protocols=protocols, min_registered=min_registered, outlier_k=outlier_k,
+                      metric_depth=metric_depth)
 
 
 def summary(result: dict) -> dict[str, float]:

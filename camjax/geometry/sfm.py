@@ -27,12 +27,15 @@ from camjax.geometry.formats import read_colmap
 
 @dataclasses.dataclass(frozen=True)
 class SfMResult:
-  """Cameras of the registered frames (`frame_indices` into the input) and the mean reprojection error (pixels)."""
+  """Cameras of the registered frames (`frame_indices` into the input) and the mean reprojection error (pixels);
+  `frame_points[i]`: `float64 [N_i, 3]` the 3D points (SfM world and scale) observed in input frame `i` (registered
+  frames only; e.g. to give the reconstruction a metric scale from one frame's metric depth)."""
 
   cameras: Cameras
   frame_indices: np.ndarray
   num_frames: int
   mean_reprojection_error: float
+  frame_points: dict = dataclasses.field(default_factory=dict)
 
   @property
   def success_ratio(self) -> float:
@@ -125,4 +128,17 @@ def estimate_cameras(frames: np.ndarray, K=None, *, mapper: str = "global", seed
   rec = max(recs.values(), key=lambda r: r.num_reg_images())
   cams, names = read_colmap(rec, with_names=True)
   return SfMResult(cameras=cams, frame_indices=np.array([int(Path(n).stem) for n in names]),
-                   num_frames=len(frames), mean_reprojection_error=float(rec.compute_mean_reprojection_error()))
+                   num_frames=len(frames), mean_reprojection_error=float(rec.compute_mean_reprojection_error()),
+                   frame_points=observed_points(rec))
+
+
+def observed_points(rec) -> dict[int, np.ndarray]:
+  """`{frame index (the image name's stem): float64 [N, 3] world points it observes}` of a `pycolmap.Reconstruction`'s
+  registered images (`[0, 3]` for an image without triangulated observations)."""
+  out = {}
+  for image in rec.images.values():
+    if not image.has_pose:
+      continue
+    ids = [p.point3D_id for p in image.points2D if p.has_point3D()]
+    out[int(Path(image.name).stem)] = np.array([rec.points3D[i].xyz for i in ids], np.float64).reshape(-1, 3)
+  return out

@@ -1143,6 +1143,62 @@ NAMES = {"shaping": "shaping (z_t, eq.)", "no_shaping": "no shaping", "shaping_x
          "repeat_first_frame": "repeat first frame", "mean_colour": "mean colour", "preview": "the preview itself"}
 
 
+CAMERA_KEYS = ("camera_success", "rot_err", "trans_err", "cammc", "trans_err_abs", "cammc_abs")
+
+
+def metric_camera_errors(video, ex, *, trials: int = 1) -> dict[str, float]:
+  """RealCam-I2V's camera errors of one video of an evaluation example (`held_out_example` / `clip_example`): SfM
+  (`camjax.eval.camera.camera_accuracy`, `trials` seeds, the example's K held fixed) against the example's metric
+  cameras `w2c`, CamI2V's relative protocol (`rot_err` radians, `trans_err`, `cammc`, summed over frames) and its
+  metric variants (`trans_err_abs`, `cammc_abs`: the reconstruction given metres by frame 0's metric depth
+  `ex["depth"][0]`, the depth the preview lifts the given image with, then both trajectories normalised by the
+  ground truth's scale). NaN where SfM failed or frame 0 observes too few points; `camera_success` is the fraction
+  of successful trials.
+
+  Args:
+    video: uint8 `[T, H, W, 3]` at the example's size.
+  """
+  from camjax.eval.camera import camera_accuracy  # pylint: disable=import-outside-toplevel
+  video = np.asarray(video)
+  cams = Cameras.create(np.asarray(ex["w2c"], np.float64), np.asarray(ex["K"], np.float64), height=video.shape[1],
+                        width=video.shape[2])
+  r = camera_accuracy(video, cams, trials=trials, protocols=("cami2v",),
+                      metric_depth=np.asarray(ex["depth"][0], np.float64))
+  return {"camera_success": float(r["success_ratio"]), **{k: r["cami2v"][k] for k in ("rot_err", "trans_err", "cammc")},
+          "trans_err_abs": r["cami2v_abs"]["trans_err"], "cammc_abs": r["cami2v_abs"]["cammc"]}
+
+
+def _camera_report(result: dict) -> list[str]:
+  """The camera-error table of the report (nothing when no run was scored)."""
+  camera = result.get("camera") or {}
+  if not camera:
+    return []
+  cols = list(camera)
+  header = {**NAMES, "ground_truth": "ground-truth video (SfM floor)"}
+  labels = {"camera_success": "SfM success", "rot_err": "RotErr (rad, summed)", "trans_err": "TransErr (relative)",
+            "cammc": "CamMC (relative)", "trans_err_abs": "TransErr_abs (metric)", "cammc_abs": "CamMC_abs (metric)"}
+  fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "–"
+  lines = ["", "Camera error (CamI2V protocol, REFERENCE.md section 4; lower is better): SfM of each video with the "
+           "true intrinsics held fixed against the trajectory it was asked to follow, poses relative to frame 0, "
+           "summed over frames. `_abs` are RealCam-I2V's metric variants: the reconstruction is put in metres with "
+           "frame 0's metric depth and both trajectories are divided by the ground truth's scale, so moving the right "
+           "way by the wrong distance costs. The ground-truth video's errors are the SfM floor at this size. Means "
+           "over the scenes where SfM succeeded.", "",
+           "| metric | " + " | ".join(header[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+  lines += [f"| {labels[k]} | " + " | ".join(fmt(camera[c][k]) for c in cols) + " |" for k in CAMERA_KEYS]
+  return lines
+
+
+def paired_difference(diffs) -> dict:
+  """`{"mean", "se", "wins", "n"}` of per-scene differences (NaN-skipping): their mean, the standard error of that
+  mean (sample standard deviation / sqrt(n); NaN for fewer than 2 scenes) and how many are > 0."""
+  d = np.asarray(diffs, np.float64)
+  d = d[np.isfinite(d)]
+  n = int(d.size)
+  return {"mean": float(d.mean()) if n else float("nan"),
+          "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "wins": int((d > 0).sum()), "n": n}
+
+
 def masked_psnr(video, gt, mask) -> float:
   """PSNR (dB) of `video` against `gt` (both `uint8 [T, H, W, 3]`) over the pixels where `mask [T, H, W]`; NaN
   when the mask is empty."""
@@ -1167,7 +1223,9 @@ def evaluate_scenes(method: RealCamI2V, weights, config, mesh, model, num_scenes
   shaping, Fig. 6's variant) to `out_dir` (`evaluate_examples`).
 
   Returns:
-    `{"num_scenes", "aggregate": {column: {"psnr_mask", "psnr", "ssim"}}, "shaping_beats": {...}, "per_scene"}`.
+    `{"num_scenes", "aggregate": {column: {"psnr_mask", "psnr", "ssim"}}, "shaping_beats": {...}, "shaping_minus":
+    {column: paired_difference of shaping minus it, PSNR in mask}, "camera": {run or "ground_truth": means of
+    CAMERA_KEYS} (the `eval.camera_runs`; per scene in each row, `metric_camera_errors`), "per_scene"}`.
   """
   examples = (held_out_example(config, i) for i in range(num_scenes))
   info = {"data": "procedural", "scale_range": list(config.realcam.scale_range)}
@@ -1218,6 +1276,7 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
   static = dataclasses.replace(model.static, config=config)
   runs = eval_runs(config)
   columns = (*runs, *BASELINES)
+  camera_runs = tuple(c for c in config.eval.get("camera_runs", ()) if c in runs)
   opts = {name: {k: v for k, v in o.items() if k != "translation"} for name, o in runs.items()}
   fns = {}
   for name, o in opts.items():
@@ -1252,6 +1311,11 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
     for name, video in videos.items():
       q = frame_quality(video, gt, skip_frames=1)
       row[name] = {"psnr_mask": masked_psnr(video[1:], gt[1:], mask), **q}
+    if camera_runs:
+      row["ground_truth"] = {}
+      for name in (*camera_runs, "ground_truth"):
+        row[name].update(metric_camera_errors(gt if name == "ground_truth" else videos[name], ex,
+                                              trials=int(config.eval.get("trials", 1))))
     rows.append(row)
     shown = [videos[k] for k in ("shaping", "no_shaping", "shaping_x0") if k in videos]
     write_png(out_dir / f"strip_{i}.png", strip([gt, videos["preview"], *shown]))
@@ -1260,10 +1324,18 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
   rivals = [b for b in ("no_shaping", "repeat_first_frame", "mean_colour") if b in columns]
   beats = {b: {k: bool(agg["shaping"][k] > agg[b][k]) for k in ("psnr_mask", "psnr")} for b in rivals}
   wins = {b: int(sum(r["shaping"]["psnr_mask"] > r[b]["psnr_mask"] for r in rows)) for b in rivals}
+  paired = {b: paired_difference([r["shaping"]["psnr_mask"] - r[b]["psnr_mask"] for r in rows])
+            for b in columns if b != "shaping"}
+  camera = {}
+  for c in ((*camera_runs, "ground_truth") if camera_runs else ()):
+    vals = lambda k, c=c: np.asarray([r[c][k] for r in rows], np.float64)
+    camera[c] = {k: float(np.nanmean(vals(k))) if np.isfinite(vals(k)).any() else float("nan")
+                 for k in CAMERA_KEYS}
   result = {"num_scenes": len(rows), "scale": config.realcam.scale, **info,
             "shaping_threshold": float(config.sample.shaping_threshold), "columns": list(columns), "aggregate": agg,
             "shaping_beats": beats,
-            "shaping_wins_per_scene": wins, "per_scene": rows}
+            "shaping_wins_per_scene": wins, "shaping_minus": paired, "camera_runs": list(camera_runs),
+            "camera": camera, "per_scene": rows}
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
   with atomic_write(out_dir / "report.md") as f:
@@ -1317,6 +1389,14 @@ def _report(result: dict, config) -> str:
   lines += ["", "| shaping beats | PSNR in mask (mean) | PSNR (mean) | scenes won in mask |", "|---|---|---|---|"]
   lines += [f"| {NAMES[b]} | {yes(v['psnr_mask'])} | {yes(v['psnr'])} | {result['shaping_wins_per_scene'][b]} / {n} |"
             for b, v in result["shaping_beats"].items()]
+  if "shaping_minus" in result:
+    lines += ["", "Paired per scene (same scene, same sampler noise): shaping (z_t, eq.) minus each column, PSNR in "
+              "mask, mean and its standard error over the scenes. A mean within about two standard errors of 0 is "
+              "not a difference these scenes can show.", "", "| shaping (z_t, eq.) minus | mean (dB) | standard "
+              "error (dB) | scenes where shaping is higher |", "|---|---|---|---|"]
+    lines += [f"| {NAMES[b]} | {v['mean']:+.2f} | {v['se']:.2f} | {v['wins']} / {v['n']} |"
+              for b, v in result["shaping_minus"].items()]
+  lines += _camera_report(result)
   lines += ["", "| scene | scale | trajectory | mask | " + " | ".join(f"{NAMES[c]} (mask)" for c in columns) + " |",
             "|---" * (len(columns) + 4) + "|"]
   name = (lambda r: f"{r['scene']} ({r['clip_id']})") if result.get("data") == "re10k" else (lambda r: r["scene"])

@@ -89,6 +89,34 @@ def test_pure_rotation_leaves_translation_protocols_undefined_instead_of_raising
     score_trials([trial(pan)], pan, protocols=("cami2v", "bogus"))
 
 
+def test_metric_variants_put_the_reconstruction_in_metres_with_frame_0s_depth():
+  """RealCam-I2V's TransErr_abs / CamMC_abs (`cami2v_abs`): frame 0 sees points 4 m away (its metric depth). An SfM
+  world at half scale (points at 2 units, centres i / 2) is put back in metres and scores 0; a reconstruction that
+  moves the right way but twice as far (points at 2 units, centres i) scores the doubled distance, which the
+  relative protocol (each trajectory normalised by its own scale) cannot see."""
+  points = np.array([[x, y, 4.0] for x in (-1.0, 0.0, 1.0, 2.0) for y in (-1.0, 0.0, 1.0, 0.5, -0.5)])  # 20 points
+  depth = np.full((64, 64), 4.0)
+
+  def sfm(scale_points, scale_centres):
+    c2w = np.stack([se3.make_pose(np.eye(3), np.array([i * scale_centres, 0.0, 0.0])) for i in range(4)])
+    cams = g.Cameras.from_c2w(c2w, g.intrinsics(50.0, 50.0, 32.0, 32.0), height=64, width=64)
+    result = SfMResult(cameras=cams, frame_indices=np.arange(4), num_frames=4, mean_reprojection_error=0.5,
+                       frame_points={0: points * scale_points})
+    return Trial(seed=0, result=result)
+
+  right = score_trials([sfm(0.5, 0.5)], GT, protocols=("cami2v",), metric_depth=depth)
+  assert right["cami2v_abs"]["trans_err"] == pytest.approx(0.0, abs=1e-9)
+  assert right["cami2v_abs"]["cammc"] == pytest.approx(0.0, abs=1e-9)
+  far = score_trials([sfm(0.5, 1.0)], GT, protocols=("cami2v",), metric_depth=depth)
+  assert far["cami2v"]["trans_err"] == pytest.approx(0.0, abs=1e-9)  # relative: blind to the distance
+  assert far["cami2v_abs"]["trans_err"] == pytest.approx((0 + 1 + 2 + 3) / 3, rel=1e-9)  # |t/3 - 2t/3| summed
+  # Too few points on valid depth, or frame 0 not registered: NaN with a note, nothing raised.
+  holes = score_trials([sfm(0.5, 0.5)], GT, protocols=("cami2v",), metric_depth=np.zeros((64, 64)))
+  assert np.isnan(holes["cami2v_abs"]["trans_err"]) and "valid metric depth" in holes["per_trial"][0]["cami2v_abs_note"]
+  with pytest.raises(EvalError, match="needs metric_depth"):
+    score_trials([sfm(0.5, 0.5)], GT, protocols=("cami2v_abs",))
+
+
 def test_reject_outliers():
   np.testing.assert_array_equal(reject_outliers([1.0, 1.1, 0.9, 10.0]), [True, True, True, False])
   np.testing.assert_array_equal(reject_outliers([1.0, 1.0, 1.0]), [True, True, True])  # MAD 0: 10% floor
