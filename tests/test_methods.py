@@ -122,7 +122,7 @@ def test_an_anchored_untrained_model_predicts_the_condition_frame():
   with sharding.use_mesh(mesh):
     model = methods.build_model(config, mesh)
   static = model.static
-  generator = methods.merge(static, model.weights())
+  sample = jax.jit(lambda w, b, key: m_cc2.METHOD.sample(methods.merge(static, w), static, b, key))
   rng = np.random.default_rng(1)
   frames = rng.integers(0, 255, (1, 9, 32, 32, 3), dtype=np.uint8)
   frames[:, 1:] = 0  # only the first frame is given
@@ -130,11 +130,11 @@ def test_an_anchored_untrained_model_predicts_the_condition_frame():
   batch = dict(frames=jnp.asarray(frames), K=jnp.asarray(np.broadcast_to(K, (1, 9, 3, 3))),
                w2c=jnp.asarray(np.eye(4)[None, None].repeat(9, 1), jnp.float32), has_camera=jnp.array([True]),
                num_cond=jnp.array([1]), text_ids=jnp.zeros((1, 24), jnp.int32), text_mask=jnp.ones((1, 24), bool))
-  video = m_cc2.METHOD.sample(generator, static, batch, jax.random.key(0))
+  video = sample(model.weights(), batch, jax.random.key(0))
   expected = np.broadcast_to(frames[:, :1], frames.shape).astype(np.float32) / 127.5 - 1
   np.testing.assert_allclose(np.asarray(video), expected, atol=1e-5)
   with pytest.raises(cc2.ConditioningError, match=r"must be \[B, T, 3, 3\]"):  # one K for the clip: named, not NaN
-    m_cc2.METHOD.sample(generator, static, dict(batch, K=batch["K"][:, 0]), jax.random.key(0))
+    sample(model.weights(), dict(batch, K=batch["K"][:, 0]), jax.random.key(0))
   assert m_cc2.METHOD.validate(config) == []
   config.objective.prediction = "velocity"
   assert "model.anchor='condition_frame'" in m_cc2.METHOD.validate(config)[0]
@@ -153,7 +153,6 @@ def test_an_untrained_depth_warp_model_reprojects_the_condition_frame_on_one_pla
   with sharding.use_mesh(mesh):
     model = methods.build_model(config, mesh)
   static = model.static
-  generator = methods.merge(static, model.weights())
   rng = np.random.default_rng(1)
   frames = rng.integers(0, 255, (1, 9, 32, 32, 3), dtype=np.uint8)
   K = np.broadcast_to(np.array([[16.0, 0, 16], [0, 16, 16], [0, 0, 1]], np.float32), (1, 9, 3, 3))
@@ -161,7 +160,9 @@ def test_an_untrained_depth_warp_model_reprojects_the_condition_frame_on_one_pla
   w2c[0, :, 0, 3] = -0.1 * np.arange(9)  # the camera trucks right by 0.1 m per frame
   batch = dict(frames=jnp.asarray(frames), K=jnp.asarray(K), w2c=jnp.asarray(w2c), has_camera=jnp.array([True]),
                num_cond=jnp.array([1]), text_ids=jnp.zeros((1, 24), jnp.int32), text_mask=jnp.ones((1, 24), bool))
-  video = np.asarray(m_cc2.METHOD.sample(generator, static, batch, jax.random.key(0)))
+  # Jitted as the main job does (eagerly, each of ~900 primitives compiles on its own: the suite is compile-bound).
+  sample = jax.jit(lambda w, b, key: m_cc2.METHOD.sample(methods.merge(static, w), static, b, key))
+  video = np.asarray(sample(model.weights(), batch, jax.random.key(0)))
   ae = static.autoencoder
   latents = ae.encode(jnp.asarray(frames, jnp.float32) / 127.5 - 1)
   mask = cc2.extension_mask(1, latents.shape[1:4], 1)
@@ -174,11 +175,10 @@ def test_an_untrained_depth_warp_model_reprojects_the_condition_frame_on_one_pla
   assert np.abs(video[:, -1] - first[:, -1]).mean() > 0.05  # 0.8 m at 4 m: a 3-pixel shift
   # 16 px * 0.8 m * 0.25 / m = 3.2 px to the left in the last frame: column x samples the first frame at x + 3.2
   np.testing.assert_allclose(video[0, -1, :, 8:20], expected[0, -1, :, 8:20], atol=1e-4)
-  still = np.asarray(m_cc2.METHOD.sample(generator, static, dict(batch, has_camera=jnp.array([False])),
-                                         jax.random.key(0)))
+  still = np.asarray(sample(model.weights(), dict(batch, has_camera=jnp.array([False])), jax.random.key(0)))
   np.testing.assert_allclose(still, first, atol=1e-5)
-  grads = jax.grad(lambda p: m_cc2.METHOD.loss(methods.merge(static, dict(model.weights(), params=p)), static,
-                                               batch, jax.random.key(1)))(model.params)
+  grads = jax.jit(jax.grad(lambda p, b, key: m_cc2.METHOD.loss(methods.merge(static, dict(model.weights(), params=p)),
+                                                               static, b, key)))(model.params, batch, jax.random.key(1))
   head = grads["disparity_head"]["proj"]["kernel"]
   assert float(jnp.abs(head.get_value() if hasattr(head, "get_value") else head).max()) > 0
 

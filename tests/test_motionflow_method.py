@@ -313,22 +313,27 @@ def test_depth_warp_anchor_adds_the_reprojected_first_frame_and_trains_its_dispa
   model = build(config)
   static = model.static
   batch = host_batch(config, model)
-  generator = methods.merge(static, model.weights())
-  cond = mfm.conditions(generator, static, batch)
-  anchor, poses = cond.warp
-  timesteps = jnp.array([500.0, 500.0])
-  text = methods.text_states(generator, batch)
-  kwargs = dict(cond_mask=cond.cond_mask, camera=cond.camera, image=cond.image)
-  plain = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], **kwargs)
-  warped = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], warp=cond.warp,
-                             autoencoder=static.autoencoder, **kwargs)
   ae = static.autoencoder
-  plane = jnp.full((*anchor.shape[:4], ae.temporal_factor), config.model.anchor_disparity)
-  expected = m_reproject(anchor, plane, poses, ae)
-  np.testing.assert_allclose(np.asarray(warped - plain), np.asarray(expected), atol=1e-5)
+
+  @jax.jit  # one compiled program instead of ~900 eager ones (the suite is compile-bound)
+  def forwards(weights, batch):
+    generator = methods.merge(static, weights)
+    cond = mfm.conditions(generator, static, batch)
+    anchor, poses = cond.warp
+    timesteps = jnp.array([500.0, 500.0])
+    text = methods.text_states(generator, batch)
+    kwargs = dict(cond_mask=cond.cond_mask, camera=cond.camera, image=cond.image)
+    plain = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], **kwargs)
+    warped = mfm.video_forward(generator, config, cond.latents, timesteps, text, batch["text_mask"], warp=cond.warp,
+                               autoencoder=ae, **kwargs)
+    plane = jnp.full((*anchor.shape[:4], ae.temporal_factor), config.model.anchor_disparity)
+    return warped - plain, m_reproject(anchor, plane, poses, ae), anchor
+
+  added, expected, anchor = forwards(model.weights(), batch)
+  np.testing.assert_allclose(np.asarray(added), np.asarray(expected), atol=1e-5)
   assert float(jnp.abs(expected[:, -1] - anchor[:, -1]).mean()) > 1e-3  # the trajectory moves the first frame
-  grads = jax.grad(lambda p: method.loss(methods.merge(static, dict(model.weights(), params=p)), static, batch,
-                                         jax.random.key(1)))(model.params)
+  grads = jax.jit(jax.grad(lambda p, b, key: method.loss(methods.merge(static, dict(model.weights(), params=p)),
+                                                         static, b, key)))(model.params, batch, jax.random.key(1))
   head = grads["disparity_head"]["proj"]["kernel"]
   assert float(jnp.abs(head.get_value() if hasattr(head, "get_value") else head).max()) > 0
   config.objective.prediction = "eps"
