@@ -27,9 +27,9 @@ what copying the source produces; it cannot show a view change). Properties of t
     homography transfer error `|x_b - K_b R K_a^-1 x_a|`; with a near bound `depth_range[0] > 0` the transition is
     continuous (once the parallax of the nearest allowed point is below a pixel, the segment is that short and the
     test is the homography's), so no baseline threshold is needed. `fundamental_matrix` is zero there.
-What it cannot see: depth (`true_matches` can, given ground-truth depth: procedural pairs only). Any source pixel warped along its ray to SOME depth passes (a homography of the source
-for one plane, or the depth-warp anchor of `camjax.methods.track2view` at a wrong disparity); PSNR / SSIM and the
-matches against the true target view judge depth. Thresholds are in pixels of the frames SIFT sees, i.e. after the
+What it cannot see: depth. Any source pixel warped along its ray to SOME depth passes (a homography of the source
+for one plane, or the depth-warp anchor of `camjax.methods.track2view` at a wrong disparity); PSNR / SSIM, the
+matches against the true target view and, given ground-truth depth (procedural pairs), `true_matches` judge depth. Thresholds are in pixels of the frames SIFT sees, i.e. after the
 upsampling below (`max_px = min_shift_px = 2` px at 256 px = 0.5 px of a 64-px frame); the intrinsics are scaled
 with the frames.
 
@@ -258,8 +258,8 @@ def epipolar_matches(frame_a: np.ndarray, frame_b: np.ndarray, K_a, w2c_a, K_b, 
 
 def _depth_at(depth: np.ndarray, x: np.ndarray, edge_tol: float) -> np.ndarray:
   """Depth `[N]` of the pixels holding continuous points `x [N, 2]` (camjax coordinates of `depth`'s grid); NaN
-  outside the image, where a value is not finite and positive, or where the 3x3 neighbourhood's depths spread by more
-  than `edge_tol` of their minimum (a depth edge, where the keypoint's surface is ambiguous)."""
+  outside the image, where a value of the 3x3 neighbourhood is not finite and positive, or where those depths spread
+  by more than `edge_tol` of their minimum (a depth edge, where the keypoint's surface is ambiguous)."""
   h, w = depth.shape
   ix, iy = np.floor(x[:, 0]).astype(np.int64), np.floor(x[:, 1]).astype(np.int64)
   inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
@@ -326,7 +326,9 @@ def true_matches(frame_a: np.ndarray, frame_b: np.ndarray, depth_a, K_a, w2c_a, 
   true_b = proj[:, :2] / np.where(front, proj[:, 2], 1.0)[:, None]  # original frame-b pixels
   ok = front.copy()
   if depth_b is not None:
-    zb = _depth_at(depth_b, true_b, np.inf)  # no edge test on the target side: the projected depth decides
+    # No spread test on the target side (the projected depth decides), but a pixel next to one without a surface
+    # (the sky) has no depth here either, so such points are not counted.
+    zb = _depth_at(depth_b, true_b, np.inf)
     with np.errstate(invalid="ignore"):
       ok &= np.isfinite(zb) & (np.abs(zb - cam_b[:, 2]) <= occlusion_tol * cam_b[:, 2])
   else:
