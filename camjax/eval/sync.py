@@ -387,17 +387,30 @@ def epipolar_sync_scores(source, generated, K_src, w2c_src, K_gen, w2c_gen, *, s
     SyncError: as `sync_scores`, cameras of the wrong shape or frame count, or a bad camera (naming its frame).
   """
   a, b = _synchronised(source, generated, skip_frames)
+  cams = _frame_cameras(a.shape[0], K_src, w2c_src, K_gen, w2c_gen)
+  per = _per_frame(range(skip_frames, a.shape[0]), lambda t: epipolar_matches(a[t], b[t], *(c[t] for c in cams),
+                                                                               **opts))
+  return {"matches_geo": float(np.mean(per)), "matches_geo_per_frame": per}
+
+
+def _frame_cameras(num_frames: int, K_src, w2c_src, K_gen, w2c_gen) -> list[np.ndarray]:
+  """The per-frame cameras of two synchronised videos as float64, shapes checked (`SyncError` naming the array)."""
   cams = [np.asarray(c, np.float64) for c in (K_src, w2c_src, K_gen, w2c_gen)]
   for c, shape, name in zip(cams, ((3, 3), (4, 4)) * 2, ("K_src", "w2c_src", "K_gen", "w2c_gen")):
-    if c.shape != (a.shape[0], *shape):
-      raise SyncError(f"{name} must be [{a.shape[0]}, {shape[0]}, {shape[1]}] for {a.shape[0]} frames, got {c.shape}")
+    if c.shape != (num_frames, *shape):
+      raise SyncError(f"{name} must be [{num_frames}, {shape[0]}, {shape[1]}] for {num_frames} frames, got {c.shape}")
+  return cams
+
+
+def _per_frame(frames, score) -> list:
+  """`[score(t) for t in frames]`, a `SyncError` re-raised naming its frame."""
   per = []
-  for t in range(skip_frames, a.shape[0]):
+  for t in frames:
     try:
-      per.append(epipolar_matches(a[t], b[t], *(c[t] for c in cams), **opts))
+      per.append(score(t))
     except SyncError as e:
       raise SyncError(f"frame {t}: {e}") from e
-  return {"matches_geo": float(np.mean(per)), "matches_geo_per_frame": per}
+  return per
 
 
 def clip_v(source, generated, encoder, *, skip_frames: int = 1) -> float:
@@ -437,19 +450,12 @@ def true_sync_scores(source, generated, depth_src, K_src, w2c_src, K_gen, w2c_ge
     SyncError: as `epipolar_sync_scores`, or depth maps of the wrong shape (naming the frame).
   """
   a, b = _synchronised(source, generated, skip_frames)
-  cams = [np.asarray(c, np.float64) for c in (K_src, w2c_src, K_gen, w2c_gen)]
-  for c, shape, name in zip(cams, ((3, 3), (4, 4)) * 2, ("K_src", "w2c_src", "K_gen", "w2c_gen")):
-    if c.shape != (a.shape[0], *shape):
-      raise SyncError(f"{name} must be [{a.shape[0]}, {shape[0]}, {shape[1]}] for {a.shape[0]} frames, got {c.shape}")
+  cams = _frame_cameras(a.shape[0], K_src, w2c_src, K_gen, w2c_gen)
   depth_src = np.asarray(depth_src)
-  if depth_src.shape[:1] != a.shape[:1] or (depth_gen is not None and np.shape(depth_gen)[:1] != a.shape[:1]):
+  depth_gen = None if depth_gen is None else np.asarray(depth_gen)
+  if depth_src.shape[:1] != a.shape[:1] or (depth_gen is not None and depth_gen.shape[:1] != a.shape[:1]):
     raise SyncError(f"depth maps must have {a.shape[0]} frames, got {depth_src.shape} and "
-                    f"{None if depth_gen is None else np.shape(depth_gen)}")
-  per = []
-  for t in range(skip_frames, a.shape[0]):
-    try:
-      per.append(true_matches(a[t], b[t], depth_src[t], *(c[t] for c in cams),
-                              depth_b=None if depth_gen is None else np.asarray(depth_gen)[t], **opts))
-    except SyncError as e:
-      raise SyncError(f"frame {t}: {e}") from e
+                    f"{None if depth_gen is None else depth_gen.shape}")
+  per = _per_frame(range(skip_frames, a.shape[0]), lambda t: true_matches(
+      a[t], b[t], depth_src[t], *(c[t] for c in cams), depth_b=None if depth_gen is None else depth_gen[t], **opts))
   return {"matches_true": float(np.mean(per)), "matches_true_per_frame": per}
