@@ -108,7 +108,7 @@ def test_re10k_variant_trains_samples_and_evaluates_held_out_real_clips(run):
   assert metrics["camera_runs"] == ["shaping"] and set(metrics["camera"]) == {"shaping", "ground_truth"}
   assert set(rc.CAMERA_KEYS) <= set(row["ground_truth"]) and 0 <= row["ground_truth"]["camera_success"] <= 1
   report = (workdir / "eval_realcam" / "report.md").read_text()
-  assert "TransErr_abs (metric)" in report and "ground-truth video (SfM floor)" in report
+  assert "TransErr_abs (metric)" in report and "ground-truth video (SfM reference)" in report
   assert "held-out RealEstate10K clips" in report and CLIPS[1] in report
   assert (workdir / "eval_realcam" / "strip_0.png").exists()
 

@@ -1174,7 +1174,7 @@ def _camera_report(result: dict) -> list[str]:
   if not camera:
     return []
   cols = list(camera)
-  header = {**NAMES, "ground_truth": "ground-truth video (SfM floor)"}
+  header = {**NAMES, "ground_truth": "ground-truth video (SfM reference)"}
   labels = {"camera_success": "SfM success", "rot_err": "RotErr (rad, summed)", "trans_err": "TransErr (relative)",
             "cammc": "CamMC (relative)", "trans_err_abs": "TransErr_abs (metric)", "cammc_abs": "CamMC_abs (metric)"}
   fmt = lambda v: f"{v:.3f}" if np.isfinite(v) else "–"
@@ -1182,7 +1182,9 @@ def _camera_report(result: dict) -> list[str]:
            "true intrinsics held fixed against the trajectory it was asked to follow, poses relative to frame 0, "
            "summed over frames. `_abs` are RealCam-I2V's metric variants: the reconstruction is put in metres with "
            "frame 0's metric depth and both trajectories are divided by the ground truth's scale, so moving the right "
-           "way by the wrong distance costs. The ground-truth video's errors are the SfM floor at this size. Means "
+           "way by the wrong distance costs. The ground-truth video's errors are what SfM does on the real motion at "
+           "this size, a reference, not a bound: a generated view warped from one frame can register more easily "
+           "(docs/realcam.md). Means "
            "over the scenes where SfM succeeded.", "",
            "| metric | " + " | ".join(header[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
   lines += [f"| {labels[k]} | " + " | ".join(fmt(camera[c][k]) for c in cols) + " |" for k in CAMERA_KEYS]
