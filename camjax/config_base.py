@@ -34,9 +34,11 @@ def base(method: str, variant: str = "default") -> ml_collections.ConfigDict:
   # decoded with camjax's JAX VAE outside the jitted sampler, one sample at a time (`tile` > 0: in spatial tiles of
   # that many pixels, a multiple of 8), into the usual mp4 layout (generated_<i>.mp4, ground_truth_<i>.mp4 from the
   # record's latents, sample_<i>.mp4) and evaluated; `camjax.explore` encodes its first frame / condition frames with
-  # it. Without a path samples are saved as latents (`latents_<i>.npy`). There is no separate "wan_vae" kind: what
-  # the train step sees is the same (precomputed latents), and the VAE is a host-side codec whose weights never
-  # become part of the jitted step (`camjax.methods.base.make_video_codec`).
+  # it. Without a path samples are saved as latents (`latents_<i>.npy`). With "precomputed" the VAE is a host-side
+  # codec that never enters the jitted step (`camjax.methods.base.make_video_codec`).
+  # | "wan_vae" (path required): the WAN VAE of `path` INSIDE the jitted steps, a frozen module of the generator
+  # (saved with the checkpoints), for methods that encode there what records cannot carry (RealCam-I2V: given frames
+  # of a mode drawn per sample, the preview); records carry frames (`camjax.methods.base.make_step_vae`).
   c.autoencoder = ml_collections.ConfigDict(dict(kind="pixel", temporal_factor=4, spatial_factor=8, channels=3,
                                                  scale=1.0, shift=0.0, path="", tile=0))
   # kind: "byte" (a small trained byte-level encoder) | "precomputed" (records carry `text_embeddings [L, width]`,
@@ -71,3 +73,22 @@ def base(method: str, variant: str = "default") -> ml_collections.ConfigDict:
   # the ground truth, the trivial baselines) -> samples/step_N/eval/report.md; methods add their own evaluations.
   c.eval = ml_collections.ConfigDict(dict(at_end=True, trials=2))
   return c
+
+
+def load_config(spec: str, variant: str | None = None) -> ml_collections.ConfigDict:
+  """The config of a config file, as `--config=` reads it: `load_config("configs/realcam_i2v.py:test")` or
+  `load_config("configs/realcam_i2v.py", "test")` (no variant: the file's default). For notebooks and tests.
+
+  Raises:
+    FileNotFoundError: no such config file.
+    ValueError: an unknown variant (from the file's `get_config`).
+  """
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  from pathlib import Path  # pylint: disable=import-outside-toplevel
+  path, _, tail = str(spec).partition(":")
+  if not Path(path).is_file():
+    raise FileNotFoundError(f"config file {path!r} not found")
+  module_spec = importlib.util.spec_from_file_location(f"_camjax_config_{Path(path).stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(variant if variant is not None else (tail or None))

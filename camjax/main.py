@@ -52,13 +52,10 @@ def _config_arg(argv) -> str | None:
 def _unknown_override(argv, path: str) -> str | None:
   """The first `--config.a.b=...` override naming a field the config file does not have (with a suggestion)."""
   import difflib  # pylint: disable=import-outside-toplevel
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  file, _, variant = path.partition(":")
+
+  from camjax.config_base import load_config  # pylint: disable=import-outside-toplevel
   try:
-    spec = importlib.util.spec_from_file_location("_camjax_config", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant or None)
+    config = load_config(path)
   except Exception:  # pylint: disable=broad-except  # the caller reports the original error
     return None
   for a in argv:

@@ -301,8 +301,6 @@ class RealCam:
     Raises:
       RealCamError: an unknown mode, a mode without its inputs, inputs of the wrong shape, no depth with shaping.
     """
-    import jax  # pylint: disable=import-outside-toplevel
-
     from camjax import methods  # pylint: disable=import-outside-toplevel
     from camjax.methods import realcam_i2v as rc  # pylint: disable=import-outside-toplevel
     if mode not in MODES:
@@ -327,19 +325,30 @@ class RealCam:
                               with_preview=shaping, preview=preview if shaping else None)
     batch = methods.host_batch({k: np.asarray(v)[None] for k, v in example.items()}, self.model.tokenizer,
                                self.model.method, self.config)
-    video = methods.generate(self.weights, self._sampler(shaping, target, threshold), batch, self.mesh,
-                             jax.random.key(int(seed)))[0]
+    return self.sample_batch(batch, seed=seed, shaping=shaping, target=target, threshold=threshold)[0]
+
+  def sample_batch(self, batch: dict, *, seed: int = 0, shaping: bool | None = None, target: str | None = None,
+                   threshold: float | None = None, paste_given: bool = True) -> np.ndarray:
+    """`uint8 [B, T, H, W, 3]` videos of a device-ready batch (`methods.host_batch` of `rc.stack_examples`), sampled
+    with the run's sampler (`RealCamI2V.sample`: `shaping` / `target` / `threshold` default to the config's;
+    `paste_given=False` leaves the given frames as the model decoded them)."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    from camjax import methods  # pylint: disable=import-outside-toplevel
+    video = methods.generate(self.weights, self._sampler(shaping, target, threshold, paste_given), batch, self.mesh,
+                             jax.random.key(int(seed)))
     return np.round((np.asarray(video, np.float32) + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
-  def _sampler(self, shaping: bool, target, threshold):
+  def _sampler(self, shaping: bool | None, target, threshold, paste_given: bool = True):
     """The jitted sampler for one set of static options (cached)."""
     import jax  # pylint: disable=import-outside-toplevel
 
     from camjax.methods import merge  # pylint: disable=import-outside-toplevel
-    key = (bool(shaping), target, None if threshold is None else float(threshold))
+    key = (None if shaping is None else bool(shaping), target, None if threshold is None else float(threshold),
+           bool(paste_given))
     if key not in self._fns:
       static, method = self.model.static, self.model.method
-      opts = dict(shaping=key[0], target=target, threshold=key[2])
+      opts = dict(shaping=key[0], target=target, threshold=key[2], paste_given=key[3])
       self._fns[key] = jax.jit(lambda w, batch, rng: method.sample(merge(static, w), static, batch, rng, **opts))
     return self._fns[key]
 

@@ -425,7 +425,11 @@ def validate_config(config) -> None:
   need(int(config.sample.steps) >= 1, "sample.steps", config.sample.steps, "must be >= 1")
   need(int(config.sample.num) >= 0, "sample.num", config.sample.num, "must be >= 0")
   try:
-    bad += methods.get(config.method).validate(config)
+    method = methods.get(config.method)
+    if config.autoencoder.kind == "wan_vae" and not method.step_vae:
+      bad.append(f"autoencoder.kind='wan_vae' (the WAN VAE inside the step; {config.method} encodes the records' "
+                 "frames or reads their latents: use 'precomputed' with autoencoder.path)")
+    bad += method.validate(config)
   except methods.MethodError as e:
     bad.append(str(e))
   if bad:

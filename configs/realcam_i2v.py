@@ -32,12 +32,21 @@ Variants (the text after ':'):
              model's depth of frame 0; PSNR / SSIM against the real frames next to the trivial baselines). Not in
              CPU_VARIANTS: it needs the depth-model folder.
   test       Tiny and fast (used by the test-suite).
-  wan1_3b    Paper-scale settings, documented, not run: WAN 2.1 T2V 1.3B weights (`model.pretrained`), velocity
-             prediction, 17 frames at 320x512 (RealCam-I2V, sec. 4.1: 16-frame clips at 512x320 on DynamiCrafter;
-             17 = 1 + 4k for WAN's causal VAE), Adam at a constant lr 1e-4 (sec. 4.1; the batch size is not given
-             there, 64 here), 50 sampling steps at shift 5, CFG 7.5 / 3. It needs a WAN VAE autoencoder kind in
-             `camjax.methods.base.make_autoencoder` (the step encodes the given frames and the preview) and metric
-             RealEstate10K-layout clips (`python -m camjax.data.curate.metric`) instead of the procedural scenes.
+  wan1_3b    Paper-scale settings, documented, not run: WAN 2.1 T2V 1.3B weights (`model.pretrained`), the WAN VAE
+             inside the step (`autoencoder.kind="wan_vae"`, `autoencoder.path`: it encodes the video, the given
+             frames of each sample's mode and the preview, and decodes the samples; frozen), velocity prediction,
+             17 frames at 320x512 (RealCam-I2V, sec. 4.1: 16-frame clips at 512x320 on DynamiCrafter; 17 = 1 + 4k
+             for WAN's causal VAE), Adam at a constant lr 1e-4 (sec. 4.1; the batch size is not given there, 64
+             here), 50 sampling steps at shift 5, CFG 7.5 / 3, on metric-aligned RealEstate10K-layout clips
+             (`data.source="re10k"` with `realcam.depth_model`, as `re10k`). Not runnable as is: the DiT reads umT5
+             embeddings (`text.kind="precomputed"`) and the aligned clip records carry frames and captions, not
+             umT5 embeddings (`camjax.data.precompute` writes embeddings beside latents, not beside frames).
+  wan_tiny   The wan_vae path at toy size on a CPU: a tiny random WAN DiT and a tiny random WAN VAE in their diffusers
+             formats (`python -m camjax.models.tiny --out runs/wan_tiny/models`, the `parity` extra; `tiny_models`
+             moves both folders), the VAE inside the step, 9-frame 32x32 procedural scenes, the byte text encoder
+             at the tiny DiT's text width, velocity prediction, no anchor. The models are random: the point is
+             that the causal-VAE encoding of the given frames and of the preview, the frozen VAE and the decoding run
+             as at paper scale (tests/test_realcam_wan_vae.py).
 Any field can be overridden: `--config.train.steps=100 --config.realcam.scale=raw`.
 """
 
@@ -47,7 +56,7 @@ import ml_collections
 
 from camjax.config_base import base
 
-VARIANTS = ("default", "test", "raw_scale", "re10k", "wan1_3b")
+VARIANTS = ("default", "test", "raw_scale", "re10k", "wan1_3b", "wan_tiny")
 # Variants that run on a CPU with nothing but this repository (the config test trains one step of each); `re10k`
 # runs on a CPU too but needs a metric depth-model folder (tests/test_realcam_re10k.py builds a tiny random one).
 CPU_VARIANTS = ("default", "test", "raw_scale")
@@ -114,13 +123,36 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(preset="wan1_3b", num_heads=12, head_dim=128, ffn_dim=8960, num_layers=30, dtype="bfloat16",
                    remat="dots", attention="cudnn", pretrained="/path/to/Wan2.1-T2V-1.3B-Diffusers/transformer",
                    anchor="none")
-    c.autoencoder.update(kind="precomputed", temporal_factor=4, spatial_factor=8, channels=16)
+    c.autoencoder.update(kind="wan_vae", temporal_factor=4, spatial_factor=8, channels=16,
+                         path="/path/to/Wan2.1-T2V-1.3B-Diffusers/vae")
     c.text.update(kind="precomputed", width=4096, max_length=512)
-    c.data.update(source="shards", path="/path/to/metric_records", num_frames=17, render_size=320, height=320,
-                  width=512, batch_size=64, worker_count=8)
+    c.realcam.update(depth_model="/path/to/depth-anything-v2-metric-folder", depth_device="cpu", align_quantile=0.02,
+                     align_min_points=20, align_threads=1, heldout_scenes=1)
+    c.data.update(source="re10k", path="/path/to/re10k_clips", num_frames=17, height=320, width=512, stride=(1, 2),
+                  batch_size=64, worker_count=8)
     c.objective.update(shift=3.0, prediction="velocity")
     c.optimizer.update(lr=1e-4, warmup_init_lr=1e-4, warmup_steps=1, end_lr=1e-4, weight_decay=0.0, ema_decay=0.0)
     c.train.update(steps=50_000, log_every=50, checkpoint_every=1000)
     c.sample.update(every=5000, steps=50, shift=5.0, w_text=7.5, w_cam=3.0)
     c.mesh.update(data=1, fsdp=-1, context=1, tensor=1)
+  elif variant == "wan_tiny":
+    _wan_tiny(c)
   return c
+
+
+def _wan_tiny(c: ml_collections.ConfigDict) -> None:
+  """The wan_vae path at toy size (module docstring); `tiny_models` moves both model folders."""
+  from camjax.models import tiny  # pylint: disable=import-outside-toplevel  # sizes only: no torch needed here
+  models = ml_collections.FieldReference("runs/wan_tiny/models")
+  c.tiny_models = models
+  c.model.update(preset="toy", **{k: v for k, v in tiny.DIT.items() if k != "freq_dim"}, dtype="float32",
+                 remat="none", attention="xla", pretrained=models + "/transformer", anchor="none")
+  c.autoencoder.update(kind="wan_vae", temporal_factor=4, spatial_factor=8, channels=tiny.LATENT_CHANNELS,
+                       path=models + "/vae")
+  c.text.update(width=tiny.TEXT_WIDTH)
+  c.data.update(num_scenes=8, eval_scenes=1, render_size=32, num_frames=9, height=32, width=32, batch_size=2)
+  c.objective.update(shift=3.0, prediction="velocity")
+  c.train.update(steps=20, log_every=5, checkpoint_every=20)
+  c.optimizer.update(warmup_steps=5)
+  c.sample.update(num=1, steps=4)
+  c.eval.update(scenes=1, camera_runs=())

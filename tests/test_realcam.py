@@ -1,7 +1,6 @@
 """RealCam-I2V as a method: the `test` variant trains, every mode gives its frames back, noise shaping touches only
 masked latents at high noise, metric vs raw scale, and `python -m camjax.realcam` on a real RGB-D photo."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from camjax import methods, realcam as rcli, train
+from camjax.config_base import load_config
 from camjax.diffusion import SamplerStep, clean_hook
 from camjax.methods import realcam_i2v as rc
 
@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(variant="test"):
-  spec = importlib.util.spec_from_file_location("realcam_i2v", ROOT / "configs" / "realcam_i2v.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return load_config(str(ROOT / "configs" / "realcam_i2v.py"), variant)
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +94,7 @@ def test_every_mode_gives_its_frames_back(run):
               rc.make_example(video[0], depth, K, w2c, mode="continuation", context=video, num_given=5, **kw)]
   host = rc.stack_examples(examples)
   batch = methods.host_batch(host, model.model.tokenizer, model.model.method, config)
-  static = model.model.static
-  outs = {}
-  for paste in (True, False):
-    fn = jax.jit(lambda w, batch, rng, p=paste: static.method.sample(methods.merge(static, w), static, batch, rng,
-                                                                      paste_given=p))
-    v = methods.generate(model.weights, fn, batch, model.mesh, jax.random.key(0))
-    outs[paste] = np.round((v + 1) * 127.5).clip(0, 255).astype(np.uint8)
+  outs = {paste: model.sample_batch(batch, paste_given=paste) for paste in (True, False)}
   out = outs[True]
   assert out.shape == (4, T, H, W, 3)
   for i in range(4):

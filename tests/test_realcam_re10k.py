@@ -2,7 +2,6 @@
 Depth Anything V2 metric checkpoint, trained on, sampled and evaluated on a held-out real clip; the aligned dataset
 is cached in the workdir and reused; its factors are `align_re10k`'s; a missing or wrong depth model is named."""
 
-import importlib.util
 import json
 import logging
 import shutil
@@ -14,6 +13,7 @@ import pytest
 from camjax import depth as dp
 from camjax import geometry as g
 from camjax import train
+from camjax.config_base import load_config
 from camjax.data.curate.metric import align_re10k
 from camjax.data.shards import ShardSource
 from camjax.data.sources import re10k_records
@@ -25,10 +25,7 @@ CLIPS = ("0bf152ef84195293_svd", "0c11dbe781b1c11c_svd")
 
 
 def _config(variant="re10k"):
-  spec = importlib.util.spec_from_file_location("realcam_i2v", ROOT / "configs" / "realcam_i2v.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return load_config(str(ROOT / "configs" / "realcam_i2v.py"), variant)
 
 
 @pytest.fixture(scope="module")

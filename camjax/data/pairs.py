@@ -545,7 +545,7 @@ def prepare_pairs(config, workdir) -> Path:
       the dataset is not there after process 0 wrote it (the processes disagree on the folder: a filesystem that is
       not shared).
   """
-  from camjax.data.prepare import _sync  # pylint: disable=import-outside-toplevel  # prepare imports no pairs
+  from camjax.data.prepare import on_process_zero  # pylint: disable=import-outside-toplevel  # imports no pairs
 
   d = config.data
   if d.get("num_queries") is None:
@@ -556,22 +556,18 @@ def prepare_pairs(config, workdir) -> Path:
   provenance = pair_provenance(num_pairs, **kwargs)
   name = f"pairs_{num_pairs}x{kwargs['num_frames']}f{d.render_size}px_q{kwargs['num_queries']}_seed{config.seed}"
   out = Path(workdir) / "data" / f"{name}_{shards.provenance_digest(provenance)}"
-  error = None
-  if jax.process_index() == 0:
-    try:
-      problems = pair_dataset_problems(out, provenance)
-      if not problems:
-        log.info("reusing pair dataset %s", out)
-      else:
-        if out.exists():
-          log.warning("replacing the pair dataset cache %s: %s", out, "; ".join(problems))
-        write_pair_dataset(out, num_pairs, progress=True, **kwargs)
-        log.info("wrote pair dataset %s", out)
-    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier, so no process waits forever
-      error = e
-  _sync(f"camjax pairs {out.name}")
-  if error is not None:
-    raise error
+
+  def write():
+    problems = pair_dataset_problems(out, provenance)
+    if not problems:
+      log.info("reusing pair dataset %s", out)
+      return
+    if out.exists():
+      log.warning("replacing the pair dataset cache %s: %s", out, "; ".join(problems))
+    write_pair_dataset(out, num_pairs, progress=True, **kwargs)
+    log.info("wrote pair dataset %s", out)
+
+  on_process_zero(write, f"camjax pairs {out.name}")
   if not (out / PAIRS_FILE).is_file():
     raise DataError(f"process {jax.process_index()}: no pair dataset at {out} after process 0 wrote it: the "
                     "processes must see the same workdir (a shared filesystem)")

@@ -34,6 +34,21 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def on_process_zero(write, barrier: str) -> None:
+  """Runs `write()` on process 0 only, then a barrier named `barrier` on every process; an exception of `write` is
+  re-raised on process 0 after the barrier, so that no other process waits for it forever (they then find the
+  output missing and raise their own error). Every dataset a run prepares in its workdir is written this way."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      write()
+    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier
+      error = e
+  _sync(barrier)
+  if error is not None:
+    raise error
+
+
 def _synthetic(config):
   """`(folder name, provenance, write(out))` of the config's procedural scenes."""
   from camjax.data import synthetic  # pylint: disable=import-outside-toplevel
@@ -95,15 +110,7 @@ def prepare_dataset(config, workdir: Path) -> Path:
     raise DataError(f"data.source {d.source!r} is not one of {', '.join(SOURCES)}")
   name, provenance, write = (_synthetic if d.source == "synthetic" else _re10k)(config)
   out = Path(workdir) / "data" / f"{name}_{shards.provenance_digest(provenance)}"
-  error = None
-  if jax.process_index() == 0:
-    try:
-      _write_or_reuse(out, write)
-    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier, so no process waits forever
-      error = e
-  _sync(f"camjax dataset {out.name}")
-  if error is not None:
-    raise error
+  on_process_zero(lambda: _write_or_reuse(out, write), f"camjax dataset {out.name}")
   try:
     return shards.dataset_dir(out)
   except RecordError:

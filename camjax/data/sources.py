@@ -58,6 +58,49 @@ def _find_frames(pose_file: Path) -> np.ndarray | None:
   return None
 
 
+def _is_number(token: str) -> bool:
+  try:
+    float(token)
+  except ValueError:
+    return False
+  return True
+
+
+def is_re10k_pose_file(path) -> bool:
+  """Whether a `.txt` file is a RealEstate10K pose file rather than other text shipped beside the clips (a
+  LICENSE.txt, a README.txt): its first content line is a URL, or one of its first 20 content lines is a pose row
+  (18 or 19 tokens, the first a number). A pose file with garbled rows still counts (the reader then names the bad
+  line); an unreadable file counts too (the reader then raises)."""
+  try:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+      lines = [line.strip() for _, line in zip(range(200), f)]
+  except OSError:
+    return True
+  content = [line for line in lines if line and not line.startswith("#")][:20]
+  if content and content[0].lower().startswith(("http://", "https://")):
+    return True
+  return any(len(tokens) in (18, 19) and _is_number(tokens[0]) for tokens in (line.split() for line in content))
+
+
+def re10k_url(path) -> str | None:
+  """The URL line of a RealEstate10K pose file (its first line when that is not a pose row), or None."""
+  lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
+  first = lines[0].strip() if lines else ""
+  return None if not first or _is_number(first.split()[0]) else first
+
+
+def re10k_pose_files(root) -> list[Path]:
+  """Sorted RealEstate10K pose files under `root` (`*.txt` that `is_re10k_pose_file`; other text files are logged
+  and skipped)."""
+  out = []
+  for path in sorted(Path(root).rglob("*.txt")):
+    if is_re10k_pose_file(path):
+      out.append(path)
+    else:
+      log.info("%s: not a RealEstate10K pose file (no URL line, no pose row), skipped", path)
+  return out
+
+
 def re10k_records(root, *, fps: float = 8.0) -> Iterator[ClipRecord]:
   """Records of every RealEstate10K pose file under `root` that has frames (see the module docstring).
 
@@ -67,9 +110,9 @@ def re10k_records(root, *, fps: float = 8.0) -> Iterator[ClipRecord]:
     RecordError: frames and cameras disagree in count; CameraError: a malformed pose file.
   """
   root = Path(root)
-  pose_files = sorted(root.rglob("*.txt"))
+  pose_files = re10k_pose_files(root)
   if not pose_files:
-    raise RecordError(str(root), "no RealEstate10K pose files (*.txt) found")
+    raise RecordError(str(root), "no RealEstate10K pose files (*.txt with a URL line or pose rows) found")
   for pose_file in pose_files:
     frames = _find_frames(pose_file)
     if frames is None:
@@ -78,7 +121,7 @@ def re10k_records(root, *, fps: float = 8.0) -> Iterator[ClipRecord]:
     cams = g.read_re10k(pose_file, image_size=frames.shape[1:3])
     if len(frames) != cams.num_frames:
       raise RecordError(pose_file.stem, f"{len(frames)} frames but {cams.num_frames} cameras in {pose_file}")
-    url = pose_file.read_text().splitlines()[0].strip()
+    url = re10k_url(pose_file) or ""
     yield ClipRecord(clip_id=f"re10k-{pose_file.stem}", source=f"re10k:{url}" if url.startswith("http") else "re10k",
                      scene_id=pose_file.stem.split("_")[0], frames=frames, K=cams.K, w2c=cams.w2c,
                      height=cams.height, width=cams.width, fps=fps, has_camera=True)

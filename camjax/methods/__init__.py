@@ -13,7 +13,8 @@ The registry imports a paper's module by name only when it is asked for, so impo
 from __future__ import annotations
 
 from camjax.methods.base import (CaptionEncoder, Generator, Method, Model, Phase, RunNotFoundError, Static,
-                                 VideoCodec, abstract_generator, apply_overrides, build_model, clip_video,
+                                 VideoCodec, abstract_generator, apply_overrides, bind_autoencoder, build_model,
+                                 clip_video,
                                  denoising_loss, generate, host_batch, load_run, make_autoencoder,
                                  make_caption_encoder, make_video_codec, merge, sample_fn, text_states, to_uint8,
                                  training_phases, weights_template)
@@ -21,7 +22,7 @@ from camjax.methods.registry import REGISTRY, MethodError, get
 
 __all__ = [
     "CaptionEncoder", "Generator", "Method", "MethodError", "Model", "Phase", "REGISTRY", "Static", "VideoCodec",
-    "abstract_generator",
+    "abstract_generator", "bind_autoencoder",
     "RunNotFoundError", "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get",
     "host_batch", "load_run", "make_caption_encoder", "make_video_codec", "to_uint8",
     "make_autoencoder", "merge", "sample_fn", "text_states", "training_phases", "weights_template",

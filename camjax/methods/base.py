@@ -35,7 +35,7 @@ from camjax.diffusion import make_objective, masked_mse
 from camjax.errors import TrainingError
 from camjax.methods.registry import MethodError, get
 from camjax.models import WanConfig, WanDiT, preset
-from camjax.models.autoencoders import PixelAutoencoder, PrecomputedLatents
+from camjax.models.autoencoders import PixelAutoencoder, PrecomputedLatents, StepVAE
 from camjax.models.text import ByteTextEncoder
 
 TEXT_KINDS = ("byte", "precomputed")
@@ -52,6 +52,9 @@ class Method:
   """
 
   name: str = ""
+  # True when the method encodes / decodes inside its steps through `bind_autoencoder`, so that it can run with
+  # `autoencoder.kind="wan_vae"` (the WAN VAE as a frozen module of the generator).
+  step_vae: bool = False
 
   # ---------------------------------------------------------------------------------------------------- the batch
   def batch_keys(self, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -133,14 +136,15 @@ class Method:
 
 
 class Generator(nnx.Module):
-  """The networks of a method: `dit` (WAN DiT), `text_encoder` (None with precomputed text embeddings) and the
-  method's conditioners as attributes of their own names."""
+  """The networks of a method: `dit` (WAN DiT), `text_encoder` (None with precomputed text embeddings), the
+  method's conditioners as attributes of their own names and, with `autoencoder.kind="wan_vae"`, `vae` (the frozen
+  WAN VAE the step encodes and decodes with; `make_step_vae`)."""
 
   def __init__(self, dit: WanDiT | None, text_encoder: ByteTextEncoder | None, **conditioners: nnx.Module):
     self.dit = nnx.data(dit)  # None while a pretrained DiT is loaded separately (`make_generator`)
     self.text_encoder = text_encoder
     for name, module in conditioners.items():
-      if name in ("dit", "text_encoder"):
+      if name in ("dit", "text_encoder", "vae"):
         raise MethodError(f"conditioner name {name!r} is taken")
       setattr(self, name, module)
 
@@ -183,29 +187,101 @@ class Model:
     return {"params": self.params} if self.frozen is None else {"params": self.params, "frozen": self.frozen}
 
 
-AUTOENCODER_KINDS = ("pixel", "precomputed")
+AUTOENCODER_KINDS = ("pixel", "precomputed", "wan_vae")
 
 
-def make_autoencoder(config):
-  """The autoencoder the jitted train / sample steps close over (`config.autoencoder`): `pixel` space-to-depth, or
-  `precomputed` (the records carry VAE latents; the steps never encode or decode). The WAN VAE of
-  `autoencoder.path` is not part of it: it runs outside the steps (`make_video_codec`).
+def make_autoencoder(config, check_folder: bool = True):
+  """The autoencoder the jitted train / sample steps close over (`config.autoencoder`): `pixel` space-to-depth;
+  `precomputed` (the records carry VAE latents; the steps never encode or decode; the WAN VAE of `autoencoder.path`
+  runs outside the steps, `make_video_codec`); or `wan_vae`, the WAN VAE of `autoencoder.path` INSIDE the steps for
+  methods that encode there what no record can carry (RealCam-I2V's given frames and preview): its shapes here
+  (`StepVAE`: the config's factors and channels, checked against the folder's `config.json`), its weights a frozen module of the generator (`Generator.vae`,
+  `make_step_vae`) that `bind_autoencoder` puts in place of this object inside the step.
+
+  `check_folder=False` (parameter counts, `abstract_generator`) takes the `wan_vae` shapes from the config alone.
 
   Raises:
-    TrainingError: an unknown kind, or `autoencoder.path` set for a kind that does not take one.
+    TrainingError: an unknown kind, `autoencoder.path` set for `pixel`, or for `wan_vae` a missing path, a folder
+      that is not a WAN 2.1 VAE, or one whose factors / channels differ from the config's.
   """
   ae = config.autoencoder
-  if ae.get("path") and ae.kind != "precomputed":
+  path = ae.get("path", "")
+  if path and ae.kind == "pixel":
     raise TrainingError(f"autoencoder.path={ae.path!r} is for autoencoder.kind='precomputed' (records with WAN-VAE "
-                        f"latents), not {ae.kind!r}")
+                        f"latents) or 'wan_vae' (the VAE inside the step), not {ae.kind!r}")
   if ae.kind == "pixel":
     return PixelAutoencoder(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor, scale=ae.scale,
                             shift=ae.shift)
   if ae.kind == "precomputed":  # WAN-VAE latents stored in the records
     return PrecomputedLatents(temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor,
                               channels=ae.channels)
+  if ae.kind == "wan_vae":
+    if not path:
+      raise TrainingError("autoencoder.kind='wan_vae' needs autoencoder.path, a diffusers AutoencoderKLWan folder "
+                          "(`python -m camjax.models.tiny` writes a tiny random one)")
+    out = StepVAE(path=str(path), temporal_factor=ae.temporal_factor, spatial_factor=ae.spatial_factor,
+                  channels=ae.channels)
+    if check_folder:
+      check_vae_folder(str(path), out)
+    return out
   raise TrainingError(f"autoencoder kind {ae.kind!r} is not one of {AUTOENCODER_KINDS} (precomputed: records with "
-                      "latents, optionally with autoencoder.path, the WAN VAE that decodes them)")
+                      "latents, optionally with autoencoder.path, the WAN VAE that decodes them; wan_vae: the WAN VAE "
+                      "of autoencoder.path inside the step)")
+
+
+def check_vae_folder(path: str, autoencoder) -> None:
+  """Reads the folder's `config.json` (not the weights) and checks it against the run's latents.
+
+  Raises:
+    TrainingError: the folder is not a WAN 2.1 VAE, or its factors / latent channels differ from the config's.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+
+  from camjax.models.wan_vae import WanVAEConfig  # pylint: disable=import-outside-toplevel
+  cfg_path = os.path.join(path, "config.json")
+  try:
+    with open(cfg_path) as f:
+      cfg = WanVAEConfig.from_diffusers_config(json.load(f))
+  except (OSError, ValueError) as e:  # VAEWeightsError is a ValueError
+    raise TrainingError(f"autoencoder.path={path!r}: not a diffusers AutoencoderKLWan folder ({e})") from None
+  got = (cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim)
+  want = (autoencoder.temporal_factor, autoencoder.spatial_factor, autoencoder.latent_channels)
+  if got != want:
+    raise TrainingError(f"autoencoder.path={path!r}: the VAE has temporal factor {got[0]}, spatial factor "
+                        f"{got[1]} and {got[2]} latent channels; the config (autoencoder.temporal_factor, "
+                        f"spatial_factor, channels) says {want}")
+
+
+def make_step_vae(config, mesh=None, abstract: bool = False):
+  """The generator's `vae` module of an `autoencoder.kind="wan_vae"` run (`camjax.models.wan_vae.WanVAE` from
+  `autoencoder.path`, placed on `mesh` by `VAE_RULES`), or None for the other kinds. `abstract`: the module
+  structure only (inside `jax.eval_shape`; the weights are not read, and without the folder the layout is WAN 2.1's,
+  `WanVAEConfig()`: parameter counts of paper-scale variants on any machine).
+
+  Raises:
+    camjax.models.wan_vae.VAEWeightsError: the folder's weights are missing or do not fit.
+  """
+  if config.autoencoder.kind != "wan_vae":
+    return None
+  from camjax.models import wan_vae  # pylint: disable=import-outside-toplevel
+  path = str(config.autoencoder.path)
+  if abstract:
+    import os  # pylint: disable=import-outside-toplevel
+    cfg = wan_vae.WanVAEConfig()
+    if os.path.isfile(os.path.join(path, "config.json")):
+      cfg = wan_vae.WanVAEConfig.from_diffusers_config(wan_vae._read_config(path))  # pylint: disable=protected-access
+    return wan_vae.WanVAE(cfg, rngs=nnx.Rngs(0))
+  return wan_vae.WanVAE.from_diffusers(path, mesh=mesh, rules=wan_vae.VAE_RULES)
+
+
+def bind_autoencoder(model, static: Static) -> Static:
+  """`static` with the generator's own `vae` in place of a `StepVAE` (inside the step, where `model` is merged from
+  the step's weights), so that `static.autoencoder.encode` / `decode` run the WAN VAE; any other `static` as it is.
+  Methods that encode or decode inside the step with `autoencoder.kind="wan_vae"` call it first."""
+  if isinstance(static.autoencoder, StepVAE):
+    return dataclasses.replace(static, autoencoder=model.vae)
+  return static
 
 
 class VideoCodec:
@@ -238,27 +314,12 @@ class VideoCodec:
     return self._vae
 
   def check(self, autoencoder) -> None:
-    """Reads the folder's `config.json` (not the weights) and checks it against the run's latents.
+    """Reads the folder's `config.json` (not the weights) and checks it against the run's latents (`check_vae_folder`).
 
     Raises:
       TrainingError: the folder is not a WAN 2.1 VAE, or its factors / latent channels differ from the config's.
     """
-    import json  # pylint: disable=import-outside-toplevel
-    import os  # pylint: disable=import-outside-toplevel
-
-    from camjax.models.wan_vae import WanVAEConfig  # pylint: disable=import-outside-toplevel
-    cfg_path = os.path.join(self.path, "config.json")
-    try:
-      with open(cfg_path) as f:
-        cfg = WanVAEConfig.from_diffusers_config(json.load(f))
-    except (OSError, ValueError) as e:  # VAEWeightsError is a ValueError
-      raise TrainingError(f"autoencoder.path={self.path!r}: not a diffusers AutoencoderKLWan folder ({e})") from None
-    got = (cfg.temporal_factor, cfg.spatial_factor, cfg.z_dim)
-    want = (autoencoder.temporal_factor, autoencoder.spatial_factor, autoencoder.latent_channels)
-    if got != want:
-      raise TrainingError(f"autoencoder.path={self.path!r}: the VAE has temporal factor {got[0]}, spatial factor "
-                          f"{got[1]} and {got[2]} latent channels; the config (autoencoder.temporal_factor, "
-                          f"spatial_factor, channels) says {want}")
+    check_vae_folder(self.path, autoencoder)
 
   def _run(self, fn, x: np.ndarray) -> np.ndarray:
     tile = dict(tile=self.tile) if self.tile else {}
@@ -294,7 +355,7 @@ def make_video_codec(config, mesh=None) -> VideoCodec | None:
   """
   autoencoder = make_autoencoder(config)
   path = config.autoencoder.get("path", "")
-  if not path:
+  if not path or config.autoencoder.kind != "precomputed":  # wan_vae: the step's own VAE decodes the samples
     return None
   codec = VideoCodec(path, int(config.autoencoder.get("tile", 0)), mesh)
   codec.check(autoencoder)
@@ -409,13 +470,17 @@ def make_generator(config, autoencoder, mesh, method: Method) -> Generator:
     TrainingError: the pretrained model does not match the latent channels or text width of the config.
   """
   cfg = wan_config(config, autoencoder, method)
+  vae = make_step_vae(config, mesh)
   if not config.model.pretrained:
     def make():
       rngs = nnx.Rngs(config.seed)
       dit = WanDiT(cfg, rngs=rngs)
       text_encoder = _make_text_encoder(config, rngs)
       return Generator(dit, text_encoder, **_conditioners(method, config, cfg, rngs))
-    return sharding.create_sharded(make, mesh)
+    generator = sharding.create_sharded(make, mesh)
+    if vae is not None:
+      generator.vae = vae
+    return generator
 
   from camjax.models.weights import load_diffusers  # pylint: disable=import-outside-toplevel
   options = {k: config.model[k] for k in ("dtype", "remat", "scan_layers", "attention")}
@@ -432,6 +497,8 @@ def make_generator(config, autoencoder, mesh, method: Method) -> Generator:
 
   rest = sharding.create_sharded(make_rest, mesh)
   rest.dit = dit
+  if vae is not None:
+    rest.vae = vae
   return rest
 
 
@@ -439,12 +506,16 @@ def abstract_generator(config, method: Method | None = None):
   """`(graphdef, abstract state)` of the method's generator for `config` without allocating it (`jax.eval_shape`;
   `model.pretrained` is not read): parameter counts and shapes of paper-scale variants on any machine."""
   method = method or get(config.method)
-  cfg = wan_config(config, make_autoencoder(config), method)
+  cfg = wan_config(config, make_autoencoder(config, check_folder=False), method)
 
   def make():
     rngs = nnx.Rngs(config.seed)
     dit = WanDiT(cfg, rngs=rngs)
-    return Generator(dit, _make_text_encoder(config, rngs), **_conditioners(method, config, cfg, rngs))
+    generator = Generator(dit, _make_text_encoder(config, rngs), **_conditioners(method, config, cfg, rngs))
+    vae = make_step_vae(config, abstract=True)
+    if vae is not None:
+      generator.vae = vae
+    return generator
 
   return sharding.abstract_module(make)
 
@@ -462,7 +533,10 @@ def build_model(config, mesh, method: Method | None = None) -> Model:
   autoencoder = make_autoencoder(config)
   objective = make_objective(config.objective)
   generator = make_generator(config, autoencoder, mesh, method)
-  graphdef, params, frozen = nnx.split(generator, method.trainable(config), ...)
+  trainable = method.trainable(config)
+  if config.autoencoder.kind == "wan_vae":  # the step's VAE never trains
+    trainable = nnx.All(trainable, nnx.Not(nnx.PathContains("vae")))
+  graphdef, params, frozen = nnx.split(generator, trainable, ...)
   frozen = frozen if jax.tree.leaves(frozen) else None
   tokenizer = None if generator.text_encoder is None else generator.text_encoder.tokenizer
   return Model(Static(graphdef, autoencoder, objective, config, method), params, frozen, autoencoder, tokenizer)

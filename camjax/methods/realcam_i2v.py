@@ -80,7 +80,7 @@ from camjax.diffusion.shaping import TARGETS
 from camjax.errors import CamjaxError
 from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
-from camjax.methods.base import Method, clip_video, denoising_loss, make_autoencoder, text_states
+from camjax.methods.base import Method, bind_autoencoder, clip_video, denoising_loss, make_autoencoder, text_states
 from camjax.methods.cameractrl2 import DisparityHead, condition_anchor, reproject_anchor
 from camjax.models.autoencoders import slot_frames
 from camjax.models.text import drop_text, null_text
@@ -208,7 +208,7 @@ def prepare_scenes(config, workdir) -> Path:
     camjax.data.records.DataError: the dataset cannot be written or is missing afterwards on another process.
   """
   from camjax.data import shards  # pylint: disable=import-outside-toplevel
-  from camjax.data.prepare import _sync, _write_or_reuse  # pylint: disable=import-outside-toplevel
+  from camjax.data.prepare import _write_or_reuse, on_process_zero  # pylint: disable=import-outside-toplevel
   from camjax.data.synthetic import RENDERER_VERSION  # pylint: disable=import-outside-toplevel
   d, r = config.data, config.realcam
   args = dict(num_scenes=int(d.num_scenes), seed=int(config.seed), num_frames=int(d.num_frames),
@@ -221,15 +221,7 @@ def prepare_scenes(config, workdir) -> Path:
     return shards.build_dataset(lambda: scene_records(**args), folder, provenance, overwrite=overwrite,
                                 description=f"RealCam-I2V procedural scenes with per-scene scale, {args}")
 
-  error = None
-  if jax.process_index() == 0:
-    try:
-      _write_or_reuse(out, write)
-    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier
-      error = e
-  _sync(f"camjax realcam scenes {out.name}")
-  if error is not None:
-    raise error
+  on_process_zero(lambda: _write_or_reuse(out, write), f"camjax realcam scenes {out.name}")
   return shards.dataset_dir(out)
 
 
@@ -308,21 +300,13 @@ def prepare_re10k(config, workdir) -> dict[str, Path]:
       the window while samples or the evaluation need one.
   """
   from camjax.data import shards  # pylint: disable=import-outside-toplevel
-  from camjax.data.prepare import _sync  # pylint: disable=import-outside-toplevel
+  from camjax.data.prepare import on_process_zero  # pylint: disable=import-outside-toplevel
   from camjax.data.records import DataError  # pylint: disable=import-outside-toplevel
   args = re10k_alignment_args(config)
   provenance = shards.make_provenance("camjax.methods.realcam_i2v re10k", args,
                                       shards.input_listing(args["root"], args["depth_model"]))
   out = Path(workdir) / "data" / f"realcam_re10k_{Path(args['root']).name}_{shards.provenance_digest(provenance)}"
-  error = None
-  if jax.process_index() == 0:
-    try:
-      _write_or_reuse_re10k(out, provenance)
-    except Exception as e:  # pylint: disable=broad-except  # re-raised after the barrier
-      error = e
-  _sync(f"camjax realcam re10k {out.name}")
-  if error is not None:
-    raise error
+  on_process_zero(lambda: _write_or_reuse_re10k(out, provenance), f"camjax realcam re10k {out.name}")
   if not (out / CLIPS_FILE).is_file():
     raise DataError(f"process {jax.process_index()}: no aligned dataset at {out} after process 0 wrote it: the "
                     "processes disagree on the inputs (data.path and realcam.depth_model must read the same on every "
@@ -492,7 +476,8 @@ def mode_index(mode: str | int) -> int:
 def latent_grid(config) -> tuple[int, int, int]:
   """`(t, h, w)` of the latents of the config's window."""
   d = config.data
-  t, h, w, _ = make_autoencoder(config).latent_shape(int(d.num_frames), int(d.height), int(d.width))
+  ae = make_autoencoder(config, check_folder=False)  # shapes only
+  t, h, w, _ = ae.latent_shape(int(d.num_frames), int(d.height), int(d.width))
   return t, h, w
 
 
@@ -893,6 +878,7 @@ class RealCamI2V(Method):
   """RealCam-I2V on the shared stack (module docstring)."""
 
   name = "realcam_i2v"
+  step_vae = True  # the given frames (of a mode drawn per sample) and the preview are encoded inside the step
 
   def batch_keys(self, config):
     del config
@@ -927,7 +913,7 @@ class RealCamI2V(Method):
     return ds.to_iter_dataset()
 
   def dit_options(self, config):
-    ae = make_autoencoder(config)
+    ae = make_autoencoder(config, check_folder=False)  # shapes only
     return {"extra_in_channels": ae.latent_channels + ae.temporal_factor}
 
   def conditioners(self, config, dit_config, rngs):
@@ -967,9 +953,9 @@ class RealCamI2V(Method):
       bad.append(f"sample.shaping_target={s.shaping_target!r} (one of {TARGETS})")
     if not 0 <= s.shaping_threshold <= 1:
       bad.append(f"sample.shaping_threshold={s.shaping_threshold!r} (in [0, 1])")
-    if config.autoencoder.kind != "pixel":
+    if config.autoencoder.kind not in ("pixel", "wan_vae"):
       bad.append(f"autoencoder.kind={config.autoencoder.kind!r} (the step encodes the given frames and the preview: "
-                 "an autoencoder that encodes; the WAN VAE is not a make_autoencoder kind yet)")
+                 "'pixel', or 'wan_vae' with autoencoder.path, the WAN VAE inside the step)")
     if int(d.num_frames) % 2 == 0:
       bad.append(f"data.num_frames={d.num_frames!r} (loop clips need an odd count, 1 + 4k)")
     anchor = config.model.get("anchor", "none")
@@ -977,6 +963,9 @@ class RealCamI2V(Method):
       bad.append(f"model.anchor={anchor!r} (one of {ANCHORS})")
     elif anchor != "none" and config.objective.get("prediction") != "sample":
       bad.append(f"model.anchor={anchor!r} (a residual on the condition frame needs objective.prediction='sample')")
+    elif anchor == "depth_warp" and config.autoencoder.kind != "pixel":
+      bad.append(f"model.anchor={anchor!r} with autoencoder.kind={config.autoencoder.kind!r} (the depth warp "
+                 "reprojects pixel-autoencoder latents; use 'condition_frame' or 'none' with a learned VAE)")
     elif anchor == "depth_warp" and float(config.model.get("anchor_disparity", 0.25)) <= 0:
       bad.append(f"model.anchor_disparity={config.model.anchor_disparity!r} (the initial disparity, > 0)")
     return bad
@@ -1025,6 +1014,7 @@ class RealCamI2V(Method):
     return dit
 
   def loss(self, model, static, batch, rng):
+    static = bind_autoencoder(model, static)  # autoencoder.kind="wan_vae": the generator's VAE encodes
     c = static.config
     k_cond, k_noise, k_sigma, k_text = jax.random.split(rng, 4)
     cond = conditions(static, batch, k_cond, training=True)
@@ -1046,6 +1036,7 @@ class RealCamI2V(Method):
     Raises:
       RealCamError: shaping asked for and the batch has no preview.
     """
+    static = bind_autoencoder(model, static)  # autoencoder.kind="wan_vae": the generator's VAE encodes and decodes
     c = static.config
     s = c.sample
     shaping = bool(s.shaping) if shaping is None else shaping

@@ -278,22 +278,8 @@ class PixelAutoencoder(AutoencoderShapes):
 
 
 @dataclasses.dataclass(frozen=True)
-class PrecomputedLatents(AutoencoderShapes):
-  """The shape contract of a learned VAE whose latents were computed offline and stored in the records.
-
-  Paper-scale training (CameraCtrl II on WAN 2.1) reads WAN-VAE latents from `ClipRecord.latents` until the WAN VAE
-  is ported: training needs only the shapes, so this class carries the factors and channel count and refuses to
-  encode or decode. Latents are expected already normalised the way the DiT was trained (WAN: per-channel
-  `(z - mean) / std`).
-
-  Attributes:
-    temporal_factor: frames per latent frame after the first (WAN VAE: 4).
-    spatial_factor: pixels per latent cell along height and width (WAN VAE: 8).
-    channels: latent channels (WAN VAE: 16).
-
-  Raises:
-    AutoencoderError: on construction, a non-positive factor or channel count; `encode` / `decode` always.
-  """
+class _LearnedShapes(AutoencoderShapes):
+  """The factors and channel count of a learned VAE (WAN's by default) whose weights live elsewhere."""
 
   temporal_factor: int = 4
   spatial_factor: int = 8
@@ -306,6 +292,25 @@ class PrecomputedLatents(AutoencoderShapes):
   def latent_channels(self) -> int:
     return self.channels
 
+
+@dataclasses.dataclass(frozen=True)
+class PrecomputedLatents(_LearnedShapes):
+  """The shape contract of a learned VAE whose latents were computed offline and stored in the records.
+
+  Paper-scale training (CameraCtrl II on WAN 2.1) reads WAN-VAE latents from `ClipRecord.latents`; the WAN VAE runs
+  beside the steps (`camjax.methods.base.make_video_codec`): training needs only the shapes, so this class carries
+  the factors and channel count and refuses to encode or decode. Latents are expected already normalised the way
+  the DiT was trained (WAN: per-channel `(z - mean) / std`).
+
+  Attributes:
+    temporal_factor: frames per latent frame after the first (WAN VAE: 4).
+    spatial_factor: pixels per latent cell along height and width (WAN VAE: 8).
+    channels: latent channels (WAN VAE: 16).
+
+  Raises:
+    AutoencoderError: on construction, a non-positive factor or channel count; `encode` / `decode` always.
+  """
+
   @property
   def can_decode(self) -> bool:
     return False
@@ -316,3 +321,40 @@ class PrecomputedLatents(AutoencoderShapes):
 
   def decode(self, latents):
     raise AutoencoderError("PrecomputedLatents cannot decode latents: decode them offline with the matching VAE")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepVAE(_LearnedShapes):
+  """The shape contract of a learned VAE that runs INSIDE the jitted steps (`autoencoder.kind="wan_vae"`): methods
+  that encode inside the step what the records cannot carry (RealCam-I2V: the given frames of a mode drawn per
+  sample, the preview rendered at sampling time) put the WAN VAE of `path` into the generator as a frozen module
+  (`Generator.vae`); its weights are arguments of the step like every other parameter, never constants of it.
+
+  This object is what `Static.autoencoder` holds outside the step (shapes for data, DiT and batch checks; hashable);
+  inside the step `camjax.methods.base.bind_autoencoder(model, static)` swaps in the generator's `vae`, which
+  encodes and decodes. Called unbound, `encode` / `decode` raise.
+
+  Attributes:
+    temporal_factor: frames per latent frame after the first (WAN VAE: 4).
+    spatial_factor: pixels per latent cell along height and width (WAN VAE: 8).
+    channels: latent channels (WAN VAE: 16).
+    path: the diffusers `AutoencoderKLWan` folder.
+
+  Raises:
+    AutoencoderError: on construction, a non-positive factor or channel count; `encode` / `decode` always.
+  """
+
+  path: str = ""
+
+  @property
+  def can_decode(self) -> bool:
+    return True
+
+  def encode(self, video):
+    raise AutoencoderError(f"the WAN VAE of {self.path!r} encodes inside the step only through the generator's "
+                           "`vae` module: call camjax.methods.base.bind_autoencoder(model, static) first (a method "
+                           "that does not bind it cannot use autoencoder.kind='wan_vae')")
+
+  def decode(self, latents):
+    raise AutoencoderError(f"the WAN VAE of {self.path!r} decodes inside the step only through the generator's "
+                           "`vae` module: call camjax.methods.base.bind_autoencoder(model, static) first")

@@ -43,6 +43,26 @@ def test_re10k_frame_count_mismatch_is_a_named_error(shared_data, tmp_path):
     list(sources.re10k_records(tmp_path))
 
 
+def test_text_beside_the_clips_is_not_a_pose_file(shared_data, tmp_path):
+  """A LICENSE.txt / README.txt beside the clips is skipped as not a pose file; a pose file stays one even when it
+  has only its URL line or a garbled row (the reader then names the problem)."""
+  clips = shared_data / "re10k_clips"
+  assert not sources.is_re10k_pose_file(clips / "LICENSE.txt")
+  pose_files = sources.re10k_pose_files(clips)
+  assert pose_files and all(p.parent.name == "pose_files" for p in pose_files)
+  assert len(pose_files) == len(list((clips / "pose_files").glob("*.txt")))
+  (tmp_path / "README.txt").write_text("Clips for a test\n\n1. Keep them.\n2. Do not commit them.\n")
+  (tmp_path / "url_only.txt").write_text("https://www.youtube.com/watch?v=x\n")
+  row = "33400000 0.5 0.9 0.5 0.5 0 0 " + " ".join(["1", "0", "0", "0", "0", "1", "0", "0", "0", "0", "1", "0"])
+  (tmp_path / "no_url.txt").write_text(row.replace("0.9", "zero") + "\n")  # 19 tokens, one garbled
+  assert [p.name for p in sources.re10k_pose_files(tmp_path)] == ["no_url.txt", "url_only.txt"]
+  with pytest.raises(g.CameraError):
+    g.read_re10k(tmp_path / "no_url.txt")
+  (tmp_path / "no_url.txt").unlink(), (tmp_path / "url_only.txt").unlink()
+  with pytest.raises(RecordError, match="no RealEstate10K pose files"):
+    list(sources.re10k_records(tmp_path))
+
+
 def test_nerf_ingest_of_the_fox_capture(shared_data):
   record = next(sources.nerf_records(shared_data / "fox" / "transforms.json", size=(192, 108)))
   assert record.frames.shape == (50, 192, 108, 3)

@@ -363,7 +363,8 @@ class MetricDepthSource:
 
 
 def _re10k_pose_files(root: Path) -> dict[str, Path]:
-  return {p.stem: p for p in sorted(root.rglob("*.txt"))}
+  from camjax.data.sources import re10k_pose_files  # pylint: disable=import-outside-toplevel
+  return {p.stem: p for p in re10k_pose_files(root)}
 
 
 def align_re10k(root, depth: MetricDepth, *, out=None, quantile: float = 0.02, reference: int = 0,
@@ -416,25 +417,17 @@ def align_re10k(root, depth: MetricDepth, *, out=None, quantile: float = 0.02, r
 
 
 def _write_aligned(out: Path, pose_files: dict[str, Path], rows: list[dict]) -> None:
+  from camjax.data.sources import re10k_url  # pylint: disable=import-outside-toplevel
   out.mkdir(parents=True, exist_ok=True)
   for row in rows:
     if not row["kept"]:
       continue
     src = pose_files[row["clip"]]
     cams = g.read_re10k(src)  # at the original size, so write_re10k reproduces the normalised intrinsics
-    first = src.read_text().lstrip("\ufeff").splitlines()[0].strip()
-    url = None if not first or _is_number(first.split()[0]) else first
+    url = re10k_url(src)
     g.write_re10k(out / src.name, cams.scale_translation(row["factor"]), url=url,
                   with_timestamps=cams.timestamps is not None)
   (out / "metric_scale.json").write_text(json.dumps(rows, indent=1) + "\n")
-
-
-def _is_number(token: str) -> bool:
-  try:
-    float(token)
-  except ValueError:
-    return False
-  return True
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
