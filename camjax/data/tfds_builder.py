@@ -37,6 +37,15 @@ def features() -> tfds.features.FeaturesDict:
   })
 
 
+class _LocalInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that only exists locally: TFDS asks a new builder's info to look for precomputed
+  metadata in its GCS bucket (`initialize_from_bucket`), which makes an empty `/tmp/tmp*tfds` folder each time even
+  with GCS disabled, and camjax datasets are never there."""
+
+  def initialize_from_bucket(self) -> None:
+    return None
+
+
 class CamjaxClips(tfds.core.GeneratorBasedBuilder):
   """camjax clip records (schema in camjax.data.records), written from a Python generator of examples."""
 
@@ -50,7 +59,7 @@ class CamjaxClips(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=self._description, features=features())
+    return _LocalInfo(builder=self, description=self._description, features=features())
 
   def _split_generators(self, dl_manager):
     del dl_manager

@@ -1,6 +1,7 @@
 """Records, shards and the Grain pipeline: validation, round trips, resume, sharding, mixing, corrupt records."""
 
 import dataclasses
+import tempfile
 import threading
 
 import numpy as np
@@ -51,8 +52,12 @@ def test_unlabeled_records_skip_camera_checks_and_examples_round_trip():
     from_example(bad)
 
 
-def test_shards_round_trip_and_leave_nothing_on_failure(tmp_path):
+def test_shards_round_trip_and_leave_nothing_on_failure(tmp_path, monkeypatch):
+  temp = tmp_path / "temp"  # the process's temporary folder while writing: nothing may be left in it
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
   write_shards([record(i) for i in range(3)], tmp_path / "ok")
+  assert not list(temp.iterdir())  # TFDS's GCS-metadata lookup used to leave an empty tmp*tfds folder per dataset
   source = ShardSource(tmp_path / "ok")
   got = {source[i].clip_id: source[i] for i in range(len(source))}
   np.testing.assert_array_equal(got["clip-1"].frames, record(1).frames)
