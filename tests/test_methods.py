@@ -184,7 +184,7 @@ def test_an_untrained_depth_warp_model_reprojects_the_condition_frame_on_one_pla
 
 
 def test_warp_anchor_is_the_anchor_at_zero_flow_and_shifts_by_whole_pixels():
-  from camjax.methods.cameractrl2 import condition_anchor, warp_anchor
+  from camjax.conditioning.anchor import condition_anchor, warp_anchor
   from camjax.models.autoencoders import PixelAutoencoder
   ae = PixelAutoencoder(temporal_factor=4, spatial_factor=8)
   rng = np.random.default_rng(0)
@@ -207,7 +207,7 @@ def test_reproject_anchor_with_true_depth_predicts_the_rendered_frames_and_is_th
   later frames of a rendered clip far better than repeating it; identity poses give the anchor back."""
   from camjax.data.synthetic import render_scene
   from camjax.geometry import se3
-  from camjax.methods.cameractrl2 import condition_anchor, reproject_anchor
+  from camjax.conditioning.anchor import condition_anchor, reproject_anchor
   from camjax.models.autoencoders import PixelAutoencoder
   tf = 4
   ae = PixelAutoencoder(temporal_factor=tf, spatial_factor=1)

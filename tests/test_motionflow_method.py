@@ -341,7 +341,7 @@ def test_depth_warp_anchor_adds_the_reprojected_first_frame_and_trains_its_dispa
 
 
 def m_reproject(anchor, disparity, poses, ae):
-  from camjax.methods.cameractrl2 import reproject_anchor  # pylint: disable=import-outside-toplevel
+  from camjax.conditioning.anchor import reproject_anchor  # pylint: disable=import-outside-toplevel
   return reproject_anchor(anchor, disparity, *poses, ae.spatial_factor, ae.temporal_factor)
 
 

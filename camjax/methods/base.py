@@ -195,8 +195,9 @@ def make_autoencoder(config, check_folder: bool = True):
   `precomputed` (the records carry VAE latents; the steps never encode or decode; the WAN VAE of `autoencoder.path`
   runs outside the steps, `make_video_codec`); or `wan_vae`, the WAN VAE of `autoencoder.path` INSIDE the steps for
   methods that encode there what no record can carry (RealCam-I2V's given frames and preview): its shapes here
-  (`StepVAE`: the config's factors and channels, checked against the folder's `config.json`), its weights a frozen module of the generator (`Generator.vae`,
-  `make_step_vae`) that `bind_autoencoder` puts in place of this object inside the step.
+  (`StepVAE`: the config's factors and channels, checked against the folder's `config.json`), its weights a frozen
+  module of the generator (`Generator.vae`, `make_step_vae`) that `bind_autoencoder` puts in place of this object
+  inside the step.
 
   `check_folder=False` (parameter counts, `abstract_generator`) takes the `wan_vae` shapes from the config alone.
 

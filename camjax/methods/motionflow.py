@@ -66,7 +66,7 @@ from camjax.conditioning import motionflow as mf
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, batch_latents, clip_video, denoising_loss, text_states
-from camjax.methods.cameractrl2 import DisparityHead, anchor_poses, condition_anchor, reproject_anchor
+from camjax.conditioning.anchor import DisparityHead, anchor_poses, condition_anchor, reproject_anchor
 from camjax.methods.registry import MethodError
 from camjax.models import WanDiT
 from camjax.models.text import drop_text, null_text

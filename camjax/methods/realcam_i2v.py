@@ -48,13 +48,14 @@ preview of the trajectory, scene-constrained noise shaping and four generation m
   Guidance: CameraCtrl II's text + camera chain (`sample.w_text`, `sample.w_cam`; one forward when both are 1).
 * **Anchor** (camjax's CPU-sized choice, not the paper; x-prediction on pixel tokens). `model.anchor="depth_warp"`
   (the default, as CameraCtrl II's): the clean-sample prediction is a residual on the anchor frame reprojected
-  through the conditioning cameras at a per-cell disparity that a zero-initialised `cameractrl2.DisparityHead` reads
-  from the DiT's last hidden states (`cameractrl2.reproject_anchor`; `anchor_poses` here). The anchor frame is frame
-  0 in basic, interpolation and loop (the frame the trajectory and the preview start from) and the last given frame
-  in continuation (`anchor_frames`); the other given frames enter through the extra channels as before and still come
-  back exactly. The warp uses the cameras the DiT sees (normalised ones with `realcam.scale="raw"`, so there the warp's
-  magnitude is off by the clip's unknown scale) and is the same in every guidance set (camera dropout and the null
-  camera drop the Plücker tokens only). "condition_frame": a residual on the last clean latent frame repeated.
+  through the conditioning cameras at a per-cell disparity that a zero-initialised `anchor.DisparityHead` reads
+  from the DiT's last hidden states (`camjax.conditioning.anchor.reproject_anchor`; `anchor_poses` here). The anchor
+  frame is frame 0 in basic, interpolation and loop (the frame the trajectory and the preview start from) and the
+  last given frame in continuation (`anchor_frames`); the other given frames enter through the extra channels as
+  before and still come back exactly. The warp uses the cameras the DiT sees (normalised ones with
+  `realcam.scale="raw"`, so there the warp's magnitude is off by the clip's unknown scale) and is the same in every
+  guidance set (camera dropout and the null camera drop the Plücker tokens only). "condition_frame": a residual on
+  the last clean latent frame repeated.
 * **End of run** (`evaluate_at_end`): `eval.scenes` held-out scenes with randomised scale (or, for `re10k`, up to
   that many held-out real clips with their aligned cameras, scored against their real frames), PSNR inside the preview
   mask and over whole frames, with shaping, without it, with Fig. 6's variant, with the trajectory's translations
@@ -81,7 +82,7 @@ from camjax.errors import CamjaxError
 from camjax.geometry import se3
 from camjax.geometry.cameras import Cameras
 from camjax.methods.base import Method, bind_autoencoder, clip_video, denoising_loss, make_autoencoder, text_states
-from camjax.methods.cameractrl2 import DisparityHead, condition_anchor, reproject_anchor
+from camjax.conditioning.anchor import DisparityHead, condition_anchor, reproject_anchor
 from camjax.models.autoencoders import slot_frames
 from camjax.models.text import drop_text, null_text
 
@@ -843,7 +844,7 @@ def frame_anchor(video, anchor_frame, autoencoder):
 
 def anchor_poses(w2c, K, anchor_frame, latent_frames: int, temporal_factor: int):
   """Per output slot the pose of its video frame relative to the anchor frame, for `model.anchor="depth_warp"`
-  (RealCam's counterpart of `cameractrl2.anchor_poses`, whose anchor is the last clean latent frame: here it is any
+  (RealCam's counterpart of `anchor.anchor_poses`, whose anchor is the last clean latent frame: here it is any
   given frame, `anchor_frames`). Every RealCam batch has cameras; camera dropout and guidance's null-camera sets drop
   only the Plücker tokens and keep this warp (the same in every guidance set).
 
@@ -979,7 +980,7 @@ class RealCamI2V(Method):
 
   @staticmethod
   def anchor(static, cond):
-    """The anchor of the clean-sample prediction: `cameractrl2.condition_anchor` (the last clean latent frame
+    """The anchor of the clean-sample prediction: `anchor.condition_anchor` (the last clean latent frame
     repeated) with `model.anchor="condition_frame"`, the anchor frame (`frame_anchor`) with "depth_warp", else None.
     `cond` is the output of `conditions`."""
     kind = static.config.model.get("anchor", "none")
@@ -993,7 +994,7 @@ class RealCamI2V(Method):
   def anchored(model, static, cond, anchor):
     """The DiT as the objective sees it: its output plus `anchor` ("condition_frame"), or plus the anchor frame
     reprojected through the cameras (`anchor_poses` of `cond`) at the disparity head's per-cell disparity
-    ("depth_warp", `cameractrl2.reproject_anchor`)."""
+    ("depth_warp", `anchor.reproject_anchor`)."""
     if anchor is None:
       return model.dit
     ae = static.autoencoder

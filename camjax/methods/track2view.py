@@ -55,7 +55,7 @@ from camjax.conditioning import tracks as tr
 from camjax.diffusion import clean_hook, guided_denoiser
 from camjax.geometry import se3, warp
 from camjax.methods.base import Method, clip_video, denoising_loss, text_states
-from camjax.methods.cameractrl2 import DisparityHead
+from camjax.conditioning.anchor import DisparityHead
 from camjax.models import lora
 from camjax.models.autoencoders import slot_frames
 from camjax.models.text import drop_text, null_text
