@@ -43,6 +43,9 @@ Pixel conventions: camjax's continuous pixel coordinates (`camjax.geometry.camer
 
 from __future__ import annotations
 
+import collections
+import hashlib
+
 import numpy as np
 
 from camjax.errors import CamjaxError
@@ -67,13 +70,39 @@ def _gray(frame: np.ndarray, min_side: int) -> np.ndarray:
   return gray
 
 
+# The scores of one frame pair (`sync_scores`, `epipolar_sync_scores`, `true_sync_scores`) share its SIFT matches:
+# `_ratio_matches` keeps the last results, keyed by the frames' bytes and the options (deterministic; read-only).
+_MATCH_CACHE: collections.OrderedDict = collections.OrderedDict()
+_MATCH_CACHE_SIZE = 256
+
+
+def _frame_key(frame) -> tuple:
+  a = np.ascontiguousarray(frame)
+  return a.shape, a.dtype.str, hashlib.blake2b(a.tobytes(), digest_size=16).digest()
+
+
 def _ratio_matches(frame_a, frame_b, ratio: float, min_side: int):
-  """SIFT keypoints of both (upsampled) frames and their ratio-test matches.
+  """SIFT keypoints of both (upsampled) frames and their ratio-test matches (cached per frame pair and options).
 
   Returns:
     `(pa, pb, scale_a, scale_b)`: float32 `[N, 2]` OpenCV keypoint positions (pixel centres at integers) of the
-    upsampled frames, `N = 0` when a frame has fewer than 2 keypoints; `scale_*` `(sx, sy)` upsampled / original size.
+    upsampled frames, read-only, `N = 0` when a frame has fewer than 2 keypoints; `scale_*` `(sx, sy)` upsampled /
+    original size.
   """
+  key = (_frame_key(frame_a), _frame_key(frame_b), float(ratio), int(min_side))
+  if key in _MATCH_CACHE:
+    _MATCH_CACHE.move_to_end(key)
+    return _MATCH_CACHE[key]
+  out = _compute_ratio_matches(frame_a, frame_b, ratio, min_side)
+  for arr in out[:2]:
+    arr.setflags(write=False)
+  _MATCH_CACHE[key] = out
+  while len(_MATCH_CACHE) > _MATCH_CACHE_SIZE:
+    _MATCH_CACHE.popitem(last=False)
+  return out
+
+
+def _compute_ratio_matches(frame_a, frame_b, ratio: float, min_side: int):
   import cv2  # pylint: disable=import-outside-toplevel
   ga, gb = _gray(frame_a, min_side), _gray(frame_b, min_side)
   scales = [(g.shape[1] / np.shape(f)[1], g.shape[0] / np.shape(f)[0]) for g, f in ((ga, frame_a), (gb, frame_b))]

@@ -22,6 +22,24 @@ def test_a_video_matches_itself_and_not_a_flat_or_shuffled_one(video):
   assert sync.sync_scores(video, noise)["matches"] < 0.25 * same["matches"]
 
 
+def test_the_scores_of_a_frame_pair_share_its_matches_and_nothing_stale(video):
+  """The three scores of a frame pair compute its SIFT matches once (cached by the frames' bytes and the options);
+  a frame changed in one pixel, or other options, is a new entry, and a cached result cannot be modified."""
+  a, b = video[0], video[2]
+  first = sync._ratio_matches(a, b, 0.75, 256)  # pylint: disable=protected-access
+  assert sync._ratio_matches(a.copy(), b.copy(), 0.75, 256) is first  # pylint: disable=protected-access
+  fresh = sync._compute_ratio_matches(a, b, 0.75, 256)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(first[0], fresh[0])
+  np.testing.assert_array_equal(first[1], fresh[1])
+  assert len(first[0]) > 10
+  with pytest.raises(ValueError, match="read-only"):
+    first[0][0, 0] = 0
+  changed = a.copy()
+  changed[10, 10, 0] ^= 0xFF
+  assert sync._ratio_matches(changed, b, 0.75, 256) is not first  # pylint: disable=protected-access
+  assert sync._ratio_matches(a, b, 0.6, 256) is not first  # pylint: disable=protected-access
+
+
 def test_bad_inputs_raise_named_errors(video):
   with pytest.raises(sync.SyncError, match="frame count"):
     sync.sync_scores(video, video[:3])
