@@ -204,6 +204,21 @@ def test_named_errors():
   assert "realcam.scale='sfm'" in problems and "sample.mode='zoom'" in problems
 
 
+def test_camera_errors_are_scored_on_the_first_camera_scenes_only(run, tmp_path):
+  """`eval.camera_scenes` bounds the SfM work of a many-scene evaluation: scene 0 gets camera errors, scene 1 none,
+  and the means come from the scored scene."""
+  _, model = run
+  config = model.config.copy_and_resolve_references()
+  config.eval.update(runs=("shaping",), camera_runs=("shaping",), camera_scenes=1)
+  result = rc.evaluate_scenes(rc.METHOD, model.weights, config, model.mesh, model.model, 2, tmp_path)
+  first, second = result["per_scene"]
+  assert set(rc.CAMERA_KEYS) <= set(first["shaping"]) and "ground_truth" in first
+  assert not set(rc.CAMERA_KEYS) & set(second["shaping"]) and "ground_truth" not in second
+  assert result["camera_scenes"] == 1 and set(result["camera"]) == {"shaping", "ground_truth"}
+  assert result["camera"]["ground_truth"]["camera_success"] == first["ground_truth"]["camera_success"]
+  assert "Scored on the first 1 scenes" in (tmp_path / "report.md").read_text()
+
+
 def test_paired_difference_is_the_mean_its_standard_error_and_the_wins():
   got = rc.paired_difference([0.5, -0.1, 0.3, float("nan"), 0.1])
   d = np.array([0.5, -0.1, 0.3, 0.1])

@@ -103,6 +103,7 @@ def test_re10k_variant_trains_samples_and_evaluates_held_out_real_clips(run):
   # CamI2V camera errors of the shaped video and of the real clip (the SfM floor), metric variants included; SfM of
   # 32 x 64 frames may fail (NaN), but every key is there and the success fraction is a fraction.
   assert metrics["camera_runs"] == ["shaping"] and set(metrics["camera"]) == {"shaping", "ground_truth"}
+  assert metrics["camera_scenes"] == 1
   assert set(rc.CAMERA_KEYS) <= set(row["ground_truth"]) and 0 <= row["ground_truth"]["camera_success"] <= 1
   report = (workdir / "eval_realcam" / "report.md").read_text()
   assert "TransErr_abs (metric)" in report and "ground-truth video (SfM reference)" in report

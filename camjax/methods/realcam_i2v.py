@@ -1176,8 +1176,8 @@ def _camera_report(result: dict) -> list[str]:
            "frame 0's metric depth and both trajectories are divided by the ground truth's scale, so moving the right "
            "way by the wrong distance costs. The ground-truth video's errors are what SfM does on the real motion at "
            "this size, a reference, not a bound: a generated view warped from one frame can register more easily "
-           "(docs/realcam.md). Means "
-           "over the scenes where SfM succeeded.", "",
+           f"(docs/realcam.md). Scored on the first {result.get('camera_scenes', '')} scenes (`eval.camera_scenes`); "
+           "means over those where SfM succeeded.", "",
            "| metric | " + " | ".join(header[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
   lines += [f"| {labels[k]} | " + " | ".join(fmt(camera[c][k]) for c in cols) + " |" for k in CAMERA_KEYS]
   return lines
@@ -1271,6 +1271,7 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
   runs = eval_runs(config)
   columns = (*runs, *BASELINES)
   camera_runs = tuple(c for c in config.eval.get("camera_runs", ()) if c in runs)
+  camera_scenes = int(config.eval.get("camera_scenes", 0))  # 0: every scene
   opts = {name: {k: v for k, v in o.items() if k != "translation"} for name, o in runs.items()}
   fns = {}
   for name, o in opts.items():
@@ -1305,7 +1306,7 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
     for name, video in videos.items():
       q = frame_quality(video, gt, skip_frames=1)
       row[name] = {"psnr_mask": masked_psnr(video[1:], gt[1:], mask), **q}
-    if camera_runs:
+    if camera_runs and (not camera_scenes or i < camera_scenes):
       row["ground_truth"] = {}
       for name in (*camera_runs, "ground_truth"):
         row[name].update(metric_camera_errors(gt if name == "ground_truth" else videos[name], ex,
@@ -1321,15 +1322,16 @@ def evaluate_examples(method: RealCamI2V, weights, config, mesh, model, examples
   paired = {b: paired_difference([r["shaping"]["psnr_mask"] - r[b]["psnr_mask"] for r in rows])
             for b in columns if b != "shaping"}
   camera = {}
-  for c in ((*camera_runs, "ground_truth") if camera_runs else ()):
-    vals = lambda k, c=c: np.asarray([r[c][k] for r in rows], np.float64)
+  scored = [r for r in rows if "ground_truth" in r]
+  for c in ((*camera_runs, "ground_truth") if scored else ()):
+    vals = lambda k, c=c: np.asarray([r[c][k] for r in scored], np.float64)
     camera[c] = {k: float(np.nanmean(vals(k))) if np.isfinite(vals(k)).any() else float("nan")
                  for k in CAMERA_KEYS}
   result = {"num_scenes": len(rows), "scale": config.realcam.scale, **info,
             "shaping_threshold": float(config.sample.shaping_threshold), "columns": list(columns), "aggregate": agg,
             "shaping_beats": beats,
             "shaping_wins_per_scene": wins, "shaping_minus": paired, "camera_runs": list(camera_runs),
-            "camera": camera, "per_scene": rows}
+            "camera_scenes": len(scored), "camera": camera, "per_scene": rows}
   with atomic_write(out_dir / "metrics.json") as f:
     json.dump(jsonable(result), f, indent=2)
   with atomic_write(out_dir / "report.md") as f:

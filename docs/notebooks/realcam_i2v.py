@@ -100,12 +100,12 @@ if report.exists():  # the run's own end-of-run evaluation (more scenes, more sa
   print("\n".join(report.read_text().splitlines()[:9]))
 
 # %% [markdown]
-# **Read plainly.** On 32 held-out scenes the `default` run (depth-warp anchor, 300 steps) scores 23.2 dB inside the
-# preview mask with noise shaping and 23.1 dB without (+0.16 ± 0.13 dB paired: not a difference these scenes show),
-# against 20.0 dB for repeating the first frame and 19.5 dB for the mean colour (`docs/realcam.md`); metric-scale
-# training beats the `raw_scale` ablation by 1.4 dB (28 of 32 scenes) and on RealCam-I2V's metric camera error
-# (TransErr_abs median 1.9 vs 7.2): the raw model moves the right way by the wrong distance. The `test` variant above
-# is two steps of training and says nothing about quality.
+# **Read plainly.** On 96 held-out scenes the `default` run (depth-warp anchor, 300 steps) scores 22.75 dB inside
+# the preview mask with noise shaping and 22.56 dB without (+0.18 ± 0.07 dB paired, higher on 60 of 96: a small gain
+# that 4 or even 32 scenes cannot show), against 19.7 dB for repeating the first frame and 19.3 dB for the mean colour
+# (`docs/realcam.md`); metric-scale training beats the `raw_scale` ablation by 1.9 dB (85 of 96 scenes) and, on 32
+# scenes, on RealCam-I2V's metric camera error (TransErr_abs median 1.9 vs 7.2): the raw model moves the right way by
+# the wrong distance. The `test` variant above is two steps of training and says nothing about quality.
 
 # %% [markdown]
 # ## A real photo: an RGB-D frame with its sensor depth and intrinsics
