@@ -38,13 +38,13 @@ Variants (the text after ':'):
              17 frames at 320x512 (RealCam-I2V, sec. 4.1: 16-frame clips at 512x320 on DynamiCrafter; 17 = 1 + 4k
              for WAN's causal VAE), Adam at a constant lr 1e-4 (sec. 4.1; the batch size is not given there, 64
              here), 50 sampling steps at shift 5, CFG 7.5 / 3, on metric-aligned RealEstate10K-layout clips
-             (`data.source="re10k"` with `realcam.depth_model`, as `re10k`). Not runnable as is: the DiT reads umT5
-             embeddings (`text.kind="precomputed"`) and the aligned clip records carry frames and captions, not
-             umT5 embeddings (`camjax.data.precompute` writes embeddings beside latents, not beside frames).
-  wan_tiny   The wan_vae path at toy size on a CPU: a tiny random WAN DiT and a tiny random WAN VAE in their diffusers
+             (`data.source="re10k"` with `realcam.depth_model`, as `re10k`) whose records carry the umT5 embeddings
+             of their captions (`text.encoder_path`, embedded once when the clips are aligned; prompts and
+             held-out captions are embedded when sampled).
+  wan_tiny   The wan1_3b path at toy size on a CPU: a tiny random WAN DiT, WAN VAE and umT5 encoder in their public
              formats (`python -m camjax.models.tiny --out runs/wan_tiny/models`, the `parity` extra; `tiny_models`
-             moves both folders), the VAE inside the step, 9-frame 32x32 procedural scenes, the byte text encoder
-             at the tiny DiT's text width, velocity prediction, no anchor. The models are random: the point is
+             moves every folder), the VAE inside the step, umT5 embeddings in the records and of every prompt,
+             9-frame 32x32 procedural scenes, velocity prediction, no anchor. The models are random: the point is
              that the causal-VAE encoding of the given frames and of the preview, the frozen VAE and the decoding run
              as at paper scale (tests/test_realcam_wan_vae.py).
 Any field can be overridden: `--config.train.steps=100 --config.realcam.scale=raw`.
@@ -126,7 +126,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    anchor="none")
     c.autoencoder.update(kind="wan_vae", temporal_factor=4, spatial_factor=8, channels=16,
                          path="/path/to/Wan2.1-T2V-1.3B-Diffusers/vae")
-    c.text.update(kind="precomputed", width=4096, max_length=512)
+    c.text.update(kind="precomputed", width=4096, max_length=512,
+                  encoder_path="/path/to/Wan2.1-T2V-1.3B-Diffusers/text_encoder",
+                  tokenizer_path="/path/to/Wan2.1-T2V-1.3B-Diffusers/tokenizer")
     c.realcam.update(depth_model="/path/to/depth-anything-v2-metric-folder", depth_device="cpu", align_quantile=0.02,
                      align_min_points=20, align_threads=1, heldout_scenes=1)
     c.data.update(source="re10k", path="/path/to/re10k_clips", num_frames=17, height=320, width=512, stride=(1, 2),
@@ -150,7 +152,8 @@ def _wan_tiny(c: ml_collections.ConfigDict) -> None:
                  remat="none", attention="xla", pretrained=models + "/transformer", anchor="none")
   c.autoencoder.update(kind="wan_vae", temporal_factor=4, spatial_factor=8, channels=tiny.LATENT_CHANNELS,
                        path=models + "/vae")
-  c.text.update(width=tiny.TEXT_WIDTH)
+  c.text.update(kind="precomputed", width=tiny.TEXT_WIDTH, max_length=32, encoder_path=models + "/text_encoder",
+                tokenizer_path=models + "/tokenizer")
   c.data.update(num_scenes=8, eval_scenes=1, render_size=32, num_frames=9, height=32, width=32, batch_size=2)
   c.objective.update(shift=3.0, prediction="velocity")
   c.train.update(steps=20, log_every=5, checkpoint_every=20)

@@ -1,6 +1,7 @@
-"""RealCam-I2V with the WAN VAE inside the step (`autoencoder.kind="wan_vae"`, configs/realcam_i2v.py:wan_tiny): the
-tiny random WAN DiT and VAE of `camjax.models.tiny` (the `parity` extra writes them), the VAE a frozen module of the
-generator that encodes the video, the given frames and the preview and decodes the samples."""
+"""RealCam-I2V on the paper-scale path (configs/realcam_i2v.py:wan_tiny, wan1_3b's code at toy size): the tiny random
+WAN DiT, VAE and umT5 encoder of `camjax.models.tiny` (the `parity` extra writes them); the WAN VAE inside the step
+(`autoencoder.kind="wan_vae"`), a frozen module of the generator that encodes the video, the given frames and the
+preview and decodes the samples; umT5 embeddings of the captions in the records and of every prompt."""
 
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def test_the_vae_is_frozen_saved_and_samples_are_decoded(run):
   for k, v in folder.items():  # restored from the checkpoint after two optimiser steps: still the folder's weights
     np.testing.assert_array_equal(vae[k], v, err_msg=k)
   assert isinstance(model.model.static.autoencoder, StepVAE) and methods.make_video_codec(config) is None
+  # umT5 text: the records RealCam-I2V wrote carry the embeddings of their captions (the umT5 encoder's, exactly),
+  # the generator has no text encoder of its own, and captions without embeddings need the encoder.
+  from camjax.data.shards import ShardSource  # pylint: disable=import-outside-toplevel
+  assert model.model.static.config.text.kind == "precomputed" and model.model.tokenizer is None
+  record = ShardSource(next((root / "run" / "data").glob("realcam_3x9f32px_*")))[0]
+  encoder = methods.shared_caption_encoder(config)
+  emb, mask = encoder([record.caption])
+  assert record.text_embeddings.shape == (int(mask[0].sum()), config.text.width)
+  np.testing.assert_allclose(record.text_embeddings, emb[0][:int(mask[0].sum())], atol=1e-6)
+  no_encoder = config.copy_and_resolve_references()
+  no_encoder.text.encoder_path = ""
+  with pytest.raises(methods.MethodError, match="text.encoder_path is empty"):
+    methods.host_batch({"caption": np.array(["a room"])}, None, model.model.method, no_encoder)
   samples = sorted((root / "run" / "samples").glob("step_*/generated_0.mp4"))
   assert samples  # decoded by the step's VAE: videos, not latents
   report = (root / "run" / "eval_realcam" / "report.md").read_text()

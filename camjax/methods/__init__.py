@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from camjax.methods.base import (CaptionEncoder, Generator, Method, Model, Phase, RunNotFoundError, Static,
                                  VideoCodec, abstract_generator, apply_overrides, bind_autoencoder, build_model,
-                                 clip_video,
-                                 denoising_loss, generate, host_batch, load_run, make_autoencoder,
-                                 make_caption_encoder, make_video_codec, merge, sample_fn, text_states, to_uint8,
-                                 training_phases, weights_template)
+                                 clip_video, denoising_loss, generate, host_batch, load_run, make_autoencoder,
+                                 make_caption_encoder, make_video_codec, merge, sample_fn, shared_caption_encoder,
+                                 text_states, to_uint8, training_phases, weights_template)
 from camjax.methods.registry import REGISTRY, MethodError, get
 
 __all__ = [
@@ -25,5 +24,6 @@ __all__ = [
     "abstract_generator", "bind_autoencoder",
     "RunNotFoundError", "apply_overrides", "build_model", "clip_video", "denoising_loss", "generate", "get",
     "host_batch", "load_run", "make_caption_encoder", "make_video_codec", "to_uint8",
-    "make_autoencoder", "merge", "sample_fn", "text_states", "training_phases", "weights_template",
+    "make_autoencoder", "merge", "sample_fn", "shared_caption_encoder", "text_states", "training_phases",
+    "weights_template",
 ]

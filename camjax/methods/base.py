@@ -439,6 +439,21 @@ def make_caption_encoder(config) -> CaptionEncoder | None:
   return CaptionEncoder(path, t.get("tokenizer_path", ""), t.max_length, t.width)
 
 
+_CAPTION_ENCODERS: dict[tuple, CaptionEncoder] = {}
+
+
+def shared_caption_encoder(config) -> CaptionEncoder | None:
+  """`make_caption_encoder(config)`, one per (folders, length, width) in the process: its weights are read once and
+  every caption is encoded once, however many batches ask (`host_batch`, data preparation)."""
+  t = config.text
+  if not t.get("encoder_path", "") or t.kind != "precomputed":
+    return make_caption_encoder(config)
+  key = (str(t.encoder_path), str(t.get("tokenizer_path", "")), int(t.max_length), int(t.width))
+  if key not in _CAPTION_ENCODERS:
+    _CAPTION_ENCODERS[key] = make_caption_encoder(config)
+  return _CAPTION_ENCODERS[key]
+
+
 def wan_config(config, autoencoder, method: Method) -> WanConfig:
   """The DiT's `WanConfig`: `config.model` on its preset, the autoencoder's channels, the text width, and the
   method's own fields."""
@@ -665,16 +680,27 @@ def host_batch(batch: dict, tokenizer, method: Method, config) -> dict[str, np.n
   """The arrays the jitted step reads: frames (uint8) or precomputed latents; token ids or precomputed text
   embeddings with the text mask; the method's batch keys.
 
+  With precomputed text (`tokenizer` None), a batch without `text_embeddings` (examples built from a caption:
+  held-out scenes, a user's prompt) has its `caption`s embedded by the umT5 encoder of `text.encoder_path`
+  (`shared_caption_encoder`).
+
   Raises:
-    MethodError: a required batch key of the method is missing (named, with the keys there are).
+    MethodError: a required batch key of the method is missing (named, with the keys there are), or precomputed
+      text with neither `text_embeddings` nor a caption encoder.
   """
   out = {}
   if "latents" in batch:
     out["latents"] = np.asarray(batch["latents"], np.float32)
   elif "frames" in batch:
     out["frames"] = batch["frames"]
-  if tokenizer is None:
+  if tokenizer is None and "text_embeddings" in batch:
     out.update(text=np.asarray(batch["text_embeddings"], np.float32), text_mask=np.asarray(batch["text_mask"], bool))
+  elif tokenizer is None:
+    encoder = shared_caption_encoder(config)
+    if encoder is None or "caption" not in batch:
+      what = "no caption to embed" if encoder else "text.encoder_path is empty (the umT5 encoder that embeds captions)"
+      raise MethodError(f"text.kind='precomputed': the batch has no text_embeddings and {what}")
+    out["text"], out["text_mask"] = encoder([str(c) for c in batch["caption"]])
   else:
     out["text_ids"], out["text_mask"] = tokenizer.encode([str(c) for c in batch["caption"]])
   required, optional = method.batch_keys(config)

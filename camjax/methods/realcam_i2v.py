@@ -186,15 +186,49 @@ def render_scaled_scene(seed: int, *, num_frames: int, size: int, scale_range, t
                      scale=s, fps=fps)
 
 
-def scene_records(num_scenes: int, *, seed: int, num_frames: int, size: int, scale_range):
+def scene_records(num_scenes: int, *, seed: int, num_frames: int, size: int, scale_range, embed=None):
   """`ClipRecord`s of scenes `seed .. seed + num_scenes - 1` (frames, metric cameras, rendered depth, `metric_scale`
-  = the scene's factor), a generator."""
+  = the scene's factor), a generator; with `embed` (`caption_embedder`) also the captions' `text_embeddings`."""
   from camjax.data.records import ClipRecord  # pylint: disable=import-outside-toplevel
   for i in range(num_scenes):
     clip = render_scaled_scene(seed + i, num_frames=num_frames, size=size, scale_range=scale_range)
     yield ClipRecord(clip_id=f"realcam-{seed + i:07d}", source="realcam_synthetic", scene_id=f"realcam-{seed + i:07d}",
                      frames=clip.frames, K=clip.cameras.K, w2c=clip.cameras.w2c, height=size, width=size,
-                     fps=clip.fps, caption=clip.caption, has_camera=True, depth=clip.depth, metric_scale=clip.scale)
+                     fps=clip.fps, caption=clip.caption, has_camera=True, depth=clip.depth, metric_scale=clip.scale,
+                     text_embeddings=None if embed is None else embed(clip.caption))
+
+
+def caption_embedder(config):
+  """With `text.kind="precomputed"`: `caption -> float32 [L, D]` umT5 embeddings of its real tokens (as
+  `camjax.data.precompute` stores them), from the encoder of `text.encoder_path`; otherwise None.
+
+  Raises:
+    RealCamError: precomputed text without `text.encoder_path`.
+  """
+  if config.text.kind != "precomputed":
+    return None
+  from camjax.methods.base import shared_caption_encoder  # pylint: disable=import-outside-toplevel
+  encoder = shared_caption_encoder(config)
+  if encoder is None:
+    raise RealCamError("text.kind='precomputed' needs text.encoder_path (the umT5 encoder that embeds the captions "
+                       "of the records RealCam-I2V writes and of its examples)")
+
+  def embed(caption: str) -> np.ndarray:
+    emb, mask = encoder([caption])
+    return emb[0][:max(int(mask[0].sum()), 1)]
+
+  return embed
+
+
+def text_provenance(config) -> tuple[dict, list[str]]:
+  """`(arguments, input paths)` that key a dataset by the text encoder its embeddings came from (nothing for the byte
+  encoder, whose records hold captions only)."""
+  t = config.text
+  if t.kind != "precomputed":
+    return {}, []
+  paths = [str(Path(t.encoder_path).resolve())] + ([str(Path(t.tokenizer_path).resolve())]
+                                                    if t.get("tokenizer_path", "") else [])
+  return {"text_encoder": paths, "text_max_length": int(t.max_length), "text_width": int(t.width)}, paths
 
 
 def prepare_scenes(config, workdir) -> Path:
@@ -214,12 +248,16 @@ def prepare_scenes(config, workdir) -> Path:
   d, r = config.data, config.realcam
   args = dict(num_scenes=int(d.num_scenes), seed=int(config.seed), num_frames=int(d.num_frames),
               size=int(d.render_size), scale_range=[float(v) for v in r.scale_range])
-  provenance = shards.make_provenance("camjax.methods.realcam_i2v", dict(args, renderer_version=RENDERER_VERSION))
+  text_args, text_inputs = text_provenance(config)
+  provenance = shards.make_provenance("camjax.methods.realcam_i2v",
+                                      dict(args, renderer_version=RENDERER_VERSION, **text_args),
+                                      shards.input_listing(*text_inputs) if text_inputs else None)
   name = f"realcam_{args['num_scenes']}x{args['num_frames']}f{args['size']}px_seed{config.seed}"
   out = Path(workdir) / "data" / f"{name}_{shards.provenance_digest(provenance)}"
 
   def write(folder: Path, overwrite: bool):
-    return shards.build_dataset(lambda: scene_records(**args), folder, provenance, overwrite=overwrite,
+    embed = caption_embedder(config)
+    return shards.build_dataset(lambda: scene_records(**args, embed=embed), folder, provenance, overwrite=overwrite,
                                 description=f"RealCam-I2V procedural scenes with per-scene scale, {args}")
 
   on_process_zero(lambda: _write_or_reuse(out, write), f"camjax realcam scenes {out.name}")
@@ -303,11 +341,13 @@ def prepare_re10k(config, workdir) -> dict[str, Path]:
   from camjax.data import shards  # pylint: disable=import-outside-toplevel
   from camjax.data.prepare import on_process_zero  # pylint: disable=import-outside-toplevel
   from camjax.data.records import DataError  # pylint: disable=import-outside-toplevel
-  args = re10k_alignment_args(config)
+  text_args, text_inputs = text_provenance(config)
+  args = dict(re10k_alignment_args(config), **text_args)
   provenance = shards.make_provenance("camjax.methods.realcam_i2v re10k", args,
-                                      shards.input_listing(args["root"], args["depth_model"]))
+                                      shards.input_listing(args["root"], args["depth_model"], *text_inputs))
   out = Path(workdir) / "data" / f"realcam_re10k_{Path(args['root']).name}_{shards.provenance_digest(provenance)}"
-  on_process_zero(lambda: _write_or_reuse_re10k(out, provenance), f"camjax realcam re10k {out.name}")
+  embed = caption_embedder(config)
+  on_process_zero(lambda: _write_or_reuse_re10k(out, provenance, embed), f"camjax realcam re10k {out.name}")
   if not (out / CLIPS_FILE).is_file():
     raise DataError(f"process {jax.process_index()}: no aligned dataset at {out} after process 0 wrote it: the "
                     "processes disagree on the inputs (data.path and realcam.depth_model must read the same on every "
@@ -316,7 +356,7 @@ def prepare_re10k(config, workdir) -> dict[str, Path]:
   return {"main": shards.dataset_dir(out / "train"), "heldout": shards.dataset_dir(out / "heldout")}
 
 
-def _write_or_reuse_re10k(out: Path, provenance: dict) -> None:
+def _write_or_reuse_re10k(out: Path, provenance: dict, embed=None) -> None:
   """Reuses the aligned dataset at `out` (same provenance, complete) or writes it: into a temporary folder beside it,
   renamed into place when complete (a leftover of another provenance is replaced)."""
   import shutil  # pylint: disable=import-outside-toplevel
@@ -337,16 +377,17 @@ def _write_or_reuse_re10k(out: Path, provenance: dict) -> None:
     log.warning("replacing the aligned dataset %s: %s", out, "; ".join(differences))
   tmp = out.parent / f"{shards._TMP_PREFIX}{out.name}-{uuid.uuid4().hex[:8]}"  # pylint: disable=protected-access
   try:
-    _write_re10k(tmp, provenance)
+    _write_re10k(tmp, provenance, embed)
     shards._replace_folder(tmp, out)  # pylint: disable=protected-access
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   log.info("wrote the aligned RealEstate10K dataset %s", out)
 
 
-def _write_re10k(folder: Path, provenance: dict) -> None:
+def _write_re10k(folder: Path, provenance: dict, embed=None) -> None:
   """Aligns the clips (`align_re10k` into `folder/alignment`), splits the kept clips by scene and writes both
-  datasets, `clips.json` and the provenance into `folder`."""
+  datasets (with `embed`, `caption_embedder`: the captions' umT5 embeddings too), `clips.json` and the provenance
+  into `folder`."""
   import datetime  # pylint: disable=import-outside-toplevel
 
   from camjax import depth as depth_lib  # pylint: disable=import-outside-toplevel
@@ -376,7 +417,7 @@ def _write_re10k(folder: Path, provenance: dict) -> None:
       row = kept.get(rec.clip_id.removeprefix("re10k-"))
       if row is None or (rec.scene_id in heldout) != (split == "heldout"):
         continue
-      extra = {}
+      extra = {} if embed is None else {"text_embeddings": embed(rec.caption)}
       if split == "heldout":  # the preview's depth: frame 0 through the same model (0 = none on the other frames)
         extra["depth"] = np.zeros((rec.num_frames, rec.height, rec.width), np.float32)
         extra["depth"][0] = depth(rec.frames[0])
@@ -954,6 +995,9 @@ class RealCamI2V(Method):
       bad.append(f"sample.shaping_target={s.shaping_target!r} (one of {TARGETS})")
     if not 0 <= s.shaping_threshold <= 1:
       bad.append(f"sample.shaping_threshold={s.shaping_threshold!r} (in [0, 1])")
+    if config.text.kind == "precomputed" and not str(config.text.get("encoder_path", "") or "").strip():
+      bad.append("text.encoder_path='' (text.kind='precomputed': RealCam-I2V writes its own records and builds its "
+                 "examples from captions, so it embeds them with the umT5 encoder of text.encoder_path)")
     if config.autoencoder.kind not in ("pixel", "wan_vae"):
       bad.append(f"autoencoder.kind={config.autoencoder.kind!r} (the step encodes the given frames and the preview: "
                  "'pixel', or 'wan_vae' with autoencoder.path, the WAN VAE inside the step)")
