@@ -206,3 +206,30 @@ def test_a_missing_or_wrong_depth_model_is_named(clips, depth_model, tmp_path):
   default.data.source = "shards"
   with pytest.raises(train.ConfigError, match=r"data\.source='shards'.*'re10k'"):
     train.validate_config(default)
+
+
+def test_umt5_text_puts_caption_embeddings_into_the_aligned_records(run, clips, depth_model, tmp_path):
+  """With umT5 text (wan1_3b's path; the tiny random encoder of camjax.models.tiny), the aligned records of both
+  splits carry their captions' embeddings, and the dataset is another one than the byte-text run's (keyed by the
+  encoder's files)."""
+  pytest.importorskip("transformers", reason="writing the tiny umT5 folders needs the parity extra")
+  from camjax import methods  # pylint: disable=import-outside-toplevel
+  from camjax.models import tiny  # pylint: disable=import-outside-toplevel
+  workdir, _, _ = run
+  models = tiny.write_tiny_models(tmp_path / "models")
+  config = _toy(clips, depth_model)
+  config.text.update(kind="precomputed", width=tiny.TEXT_WIDTH, max_length=16,
+                     encoder_path=str(models["text_encoder"]), tokenizer_path=str(models["tokenizer"]))
+  train.validate_config(config)
+  folders = rc.prepare_re10k(config, tmp_path / "run")
+  assert _aligned(tmp_path / "run").name != _aligned(workdir).name  # another digest: not the byte-text dataset
+  emb, mask = methods.shared_caption_encoder(config)([""])  # RealEstate10K clips have no caption
+  for split in ("main", "heldout"):
+    (record,) = _records(folders[split])
+    n = int(mask[0].sum())
+    assert record.caption == "" and record.text_embeddings.shape == (n, tiny.TEXT_WIDTH)
+    np.testing.assert_allclose(record.text_embeddings, emb[0][:n], atol=1e-6)
+  config.text.encoder_path = ""
+  with pytest.raises(train.ConfigError, match="text.encoder_path=''"):
+    train.validate_config(config)
+
