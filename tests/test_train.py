@@ -13,8 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import jax
-
 from camjax import methods, train
 from camjax.data.pipeline import make_pipeline
 from camjax.data.synthetic import SyntheticSource

@@ -68,7 +68,7 @@ from flax import nnx
 
 from camjax import sharding
 from camjax.conditioning.cameractrl2 import ConditioningError
-from camjax.models.layers import Dense, LayerNorm, PatchEmbed, RMSNorm, attention, layer_norm, param
+from camjax.models.layers import Dense, LayerNorm, PatchEmbed, RMSNorm, attention, param
 from camjax.models.wan import Attention, ObjectAttention, grid_positions
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

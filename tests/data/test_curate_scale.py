@@ -5,7 +5,6 @@ import pytest
 
 from camjax import geometry as g
 from camjax.data.curate import CurationError, scale, validation
-from camjax.geometry import se3
 
 
 def _pairs(rng, n=2000, s_true=3.7, noise=0.01):

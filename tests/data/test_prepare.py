@@ -4,7 +4,6 @@ import importlib.util
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 from jax.experimental import multihost_utils
 

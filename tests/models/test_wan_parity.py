@@ -3,7 +3,6 @@
 Compile-bound on CPU: the camjax forwards compile with fast-compile XLA options (`jit`).
 """
 
-import functools
 import json
 import logging
 
