@@ -3,6 +3,7 @@ WAN DiT, VAE and umT5 encoder of `camjax.models.tiny` (the `parity` extra writes
 (`autoencoder.kind="wan_vae"`), a frozen module of the generator that encodes the video, the given frames and the
 preview and decodes the samples; umT5 embeddings of the captions in the records and of every prompt."""
 
+import os
 from pathlib import Path
 
 import jax
@@ -66,6 +67,10 @@ def test_the_vae_is_frozen_saved_and_samples_are_decoded(run):
   emb, mask = encoder([record.caption])
   assert record.text_embeddings.shape == (int(mask[0].sum()), config.text.width)
   np.testing.assert_allclose(record.text_embeddings, emb[0][:int(mask[0].sum())], atol=1e-6)
+  assert methods.shared_caption_encoder(config) is encoder  # one encoder per folder in the process ...
+  some_file = next(p for p in Path(config.text.tokenizer_path).iterdir() if p.is_file())
+  os.utime(some_file, ns=(some_file.stat().st_atime_ns, some_file.stat().st_mtime_ns + 10**9))
+  assert methods.shared_caption_encoder(config) is not encoder  # ... and a new one when its files change
   no_encoder = config.copy_and_resolve_references()
   no_encoder.text.encoder_path = ""
   with pytest.raises(methods.MethodError, match="text.encoder_path is empty"):

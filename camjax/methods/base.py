@@ -443,12 +443,18 @@ _CAPTION_ENCODERS: dict[tuple, CaptionEncoder] = {}
 
 
 def shared_caption_encoder(config) -> CaptionEncoder | None:
-  """`make_caption_encoder(config)`, one per (folders, length, width) in the process: its weights are read once and
-  every caption is encoded once, however many batches ask (`host_batch`, data preparation)."""
+  """`make_caption_encoder(config)`, one per (folders and their files' sizes and times, length, width) in the
+  process: its weights are read once and every caption is encoded once, however many batches ask (`host_batch`,
+  data preparation); a folder whose files change gets a new encoder."""
+  import os  # pylint: disable=import-outside-toplevel
+
+  from camjax.data.shards import input_listing  # pylint: disable=import-outside-toplevel
   t = config.text
   if not t.get("encoder_path", "") or t.kind != "precomputed":
     return make_caption_encoder(config)
-  key = (str(t.encoder_path), str(t.get("tokenizer_path", "")), int(t.max_length), int(t.width))
+  folders = [p for p in (str(t.encoder_path), str(t.get("tokenizer_path", ""))) if p and os.path.exists(p)]
+  files = tuple(v["sha256"] for v in input_listing(*folders).values()) if folders else ()
+  key = (str(t.encoder_path), str(t.get("tokenizer_path", "")), files, int(t.max_length), int(t.width))
   if key not in _CAPTION_ENCODERS:
     _CAPTION_ENCODERS[key] = make_caption_encoder(config)
   return _CAPTION_ENCODERS[key]
